@@ -1,0 +1,36 @@
+"""The development channel: one line per message on standard output, destination masked. Never for production."""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+from . import Channel, Message
+from .templates import Templates
+
+
+class ConsoleChannel(Channel):
+    name = "console"
+
+    def __init__(self, templates: Templates, stream: TextIO | None = None):
+        self.templates = templates
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, message: Message) -> None:
+        subject, text = self.templates.render(
+            message.template_id,
+            message.contact.type,
+            otp=message.code,
+            minutes=message.minutes,
+            installation=message.installation,
+        )
+        shown = f"{subject}: {text}" if subject else text
+        line = f"[console {message.contact.type.value}] to={message.contact.masked} msgid={message.msgid} {shown}\n"
+        with self._lock:
+            stream = self.stream or sys.stdout
+            stream.write(line)
+            stream.flush()
+
+    def describe(self) -> str:
+        return "console (development only: codes are printed on standard output, nothing is sent)"

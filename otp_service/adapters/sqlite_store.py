@@ -1,0 +1,170 @@
+"""The embedded store: one SQLite file, the same semantics as the Cassandra store.
+
+- Expiry by time: every row has `expires_at`; reads ignore expired rows and writes replace them, so the result
+  is the same as Cassandra's TTL. Expired rows are also purged now and then so the file does not grow.
+- Atomicity across threads and gunicorn workers: every conditional write is one statement
+  (`UPDATE ... WHERE version = ?`, `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`), which SQLite runs
+  under its database lock; WAL lets readers proceed meanwhile. One connection per thread and per process.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from typing import Callable
+
+from .store import BlockedRow, OtpRow, Store, StoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS otp (
+    type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    otp TEXT,
+    created_on REAL,
+    updated_on REAL,
+    expires_on REAL,
+    retry_count INTEGER NOT NULL,
+    is_locked INTEGER NOT NULL,
+    locked_on REAL,
+    send_count INTEGER NOT NULL,
+    window_start REAL,
+    last_sent_on REAL,
+    version INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (type, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocked_key (
+    type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    created_on REAL NOT NULL,
+    blocked_on REAL NOT NULL,
+    blocked_until REAL NOT NULL,
+    PRIMARY KEY (type, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS otp_expires_at ON otp (expires_at);
+CREATE INDEX IF NOT EXISTS blocked_key_until ON blocked_key (blocked_until);
+"""
+
+_OTP_COLUMNS = (
+    "type, key, otp, created_on, updated_on, expires_on, retry_count, is_locked, locked_on, "
+    "send_count, window_start, last_sent_on, version, expires_at"
+)
+_OTP_SET = ", ".join(f"{c} = excluded.{c}" for c in _OTP_COLUMNS.split(", ")[2:])
+_PURGE_EVERY_SECONDS = 60.0
+
+
+class SqliteStore(Store):
+    name = "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time):
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.clock = clock
+        self._local = threading.local()
+        self._next_purge = 0.0
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    # -- connections ----------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        self._conn()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            with self._schema_lock:
+                if not self._schema_ready:
+                    conn.executescript(_SCHEMA)
+                    self._schema_ready = True
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from None
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local = threading.local()
+
+    def _run(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn().execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from None
+
+    # -- otp ------------------------------------------------------------------------------------------------------
+    def get_otp(self, type_: str, key: str) -> OtpRow | None:
+        found = self._run(
+            f"SELECT {_OTP_COLUMNS} FROM otp WHERE type = ? AND key = ? AND expires_at > ?",
+            (type_, key, self.clock()),
+        ).fetchone()
+        if found is None:
+            return None
+        values = list(found)
+        values[7] = bool(values[7])
+        return OtpRow(*values)
+
+    def insert_otp(self, row: OtpRow) -> bool:
+        self._maybe_purge()
+        cursor = self._run(
+            f"INSERT INTO otp ({_OTP_COLUMNS}) VALUES ({', '.join('?' * 14)}) "
+            f"ON CONFLICT (type, key) DO UPDATE SET {_OTP_SET} WHERE otp.expires_at <= ?",
+            (*_otp_values(row), self.clock()),
+        )
+        return cursor.rowcount == 1
+
+    def update_otp(self, row: OtpRow, expected_version: int) -> bool:
+        columns = _OTP_COLUMNS.split(", ")[2:]
+        cursor = self._run(
+            f"UPDATE otp SET {', '.join(f'{c} = ?' for c in columns)} "
+            "WHERE type = ? AND key = ? AND version = ? AND expires_at > ?",
+            (*_otp_values(row)[2:], row.type, row.key, expected_version, self.clock()),
+        )
+        return cursor.rowcount == 1
+
+    def delete_otp(self, type_: str, key: str) -> None:
+        self._run("DELETE FROM otp WHERE type = ? AND key = ?", (type_, key))
+
+    # -- blocked keys ---------------------------------------------------------------------------------------------
+    def block_key(self, row: BlockedRow) -> None:
+        self._run(
+            "INSERT INTO blocked_key (type, key, created_on, blocked_on, blocked_until) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (type, key) DO UPDATE SET created_on = excluded.created_on, "
+            "blocked_on = excluded.blocked_on, blocked_until = excluded.blocked_until",
+            (row.type, row.key, row.created_on, row.blocked_on, row.blocked_until),
+        )
+
+    def get_block(self, type_: str, key: str) -> BlockedRow | None:
+        found = self._run(
+            "SELECT type, key, created_on, blocked_on, blocked_until FROM blocked_key "
+            "WHERE type = ? AND key = ? AND blocked_until > ?",
+            (type_, key, self.clock()),
+        ).fetchone()
+        return None if found is None else BlockedRow(*found)
+
+    def ping(self) -> None:
+        self._run("SELECT 1").fetchone()
+
+    def _maybe_purge(self) -> None:
+        now = self.clock()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + _PURGE_EVERY_SECONDS
+        self._run("DELETE FROM otp WHERE expires_at <= ?", (now,))
+        self._run("DELETE FROM blocked_key WHERE blocked_until <= ?", (now,))
+
+
+def _otp_values(row: OtpRow) -> tuple:
+    return (
+        row.type, row.key, row.otp, row.created_on, row.updated_on, row.expires_on, row.retry_count,
+        int(row.is_locked), row.locked_on, row.send_count, row.window_start, row.last_sent_on, row.version,
+        row.expires_at,
+    )

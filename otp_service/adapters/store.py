@@ -1,0 +1,93 @@
+"""The store port: what the service needs from a database, and nothing more.
+
+Every write that follows a read is a compare-and-set on `version`, so the service can turn "read, decide, write"
+into an atomic step on any store: SQLite does it with `UPDATE ... WHERE version = ?`, Cassandra with a lightweight
+transaction `IF version = ?`. Rows carry an absolute expiry (`expires_at`); the store turns it into its own TTL
+and must never return an expired row. Keys and codes reach the store already encrypted.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or did not answer in time: the caller answers 503."""
+
+
+@dataclass(frozen=True)
+class OtpRow:
+    type: str
+    key: str  # deterministic ciphertext of the normalised key
+    otp: str | None  # ciphertext of the code; None once used or locked
+    created_on: float | None
+    updated_on: float | None
+    expires_on: float | None  # when the code stops verifying
+    retry_count: int
+    is_locked: bool
+    locked_on: float | None
+    send_count: int
+    window_start: float | None
+    last_sent_on: float | None
+    version: int
+    expires_at: float  # when the whole row goes (the store's TTL)
+
+
+@dataclass(frozen=True)
+class BlockedRow:
+    type: str
+    key: str  # deterministic ciphertext, as in OtpRow.key
+    created_on: float
+    blocked_on: float
+    blocked_until: float  # also the row's expiry
+
+
+class Store(abc.ABC):
+    """One store holds both tables. Implementations must be safe to share between threads of one process."""
+
+    name: str = "store"
+
+    @abc.abstractmethod
+    def get_otp(self, type_: str, key: str) -> OtpRow | None:
+        """The row, read linearizably (after any write that was acknowledged), or None if absent or expired."""
+
+    @abc.abstractmethod
+    def insert_otp(self, row: OtpRow) -> bool:
+        """Create the row if no live row exists for (type, key). False if one does."""
+
+    @abc.abstractmethod
+    def update_otp(self, row: OtpRow, expected_version: int) -> bool:
+        """Replace every field of the live row whose version is `expected_version`. False if there is none."""
+
+    @abc.abstractmethod
+    def delete_otp(self, type_: str, key: str) -> None:
+        """Remove the row, whatever its version."""
+
+    @abc.abstractmethod
+    def block_key(self, row: BlockedRow) -> None:
+        """Record a block until `row.blocked_until` (a later block replaces an earlier one)."""
+
+    @abc.abstractmethod
+    def get_block(self, type_: str, key: str) -> BlockedRow | None:
+        """The live block of (type, key), or None."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""
+
+    def open(self) -> None:
+        """Connect. Called lazily in each process, after a fork (gunicorn workers)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def ttl_seconds(expires_at: float, now: float, *, round_up: bool) -> int:
+    """A TTL for a store that counts whole seconds, at least 1.
+
+    Inserts round down and updates round up, so on Cassandra the row marker an INSERT leaves never outlives the
+    cells of a later UPDATE (expiries never move earlier: see OtpState.keep_until).
+    """
+    remaining = expires_at - now
+    return max(1, math.ceil(remaining) if round_up else math.floor(remaining))

@@ -1,0 +1,207 @@
+"""Configuration: one typed object, built once from the environment (SPEC section 5).
+
+A bad value stops start-up with a ConfigError that names the variable; nothing is silently defaulted.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .domain.contacts import region_for_country_code
+from .domain.policy import Limits
+
+
+class ConfigError(ValueError):
+    """A variable is missing or malformed. The message names it."""
+
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class EnvReader:
+    """Typed reads of OTP_* variables; each failure names the variable and says what was expected."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None):
+        self.environ = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def int(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+        if minimum is not None and number < minimum or maximum is not None and number > maximum:
+            bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
+            raise ConfigError(f"{name} must be in {bounds}, got {number}")
+        return number
+
+    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if not number >= minimum or number != number or number == float("inf"):
+            raise ConfigError(f"{name} must be a finite number >= {minimum}, got {value!r}")
+        return number
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+    def list(self, name: str) -> tuple[str, ...]:
+        value = self.raw(name)
+        if value is None:
+            return ()
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value.lower()
+
+
+@dataclass(frozen=True)
+class CassandraSettings:
+    contact_points: tuple[str, ...] = ()
+    port: int = 9042
+    keyspace: str = "otp"
+    local_dc: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_ca_file: str | None = None
+    connect_timeout: float = 5.0
+    request_timeout: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> "CassandraSettings":
+        keyspace = env.str("OTP_CASSANDRA_KEYSPACE", "otp")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,47}", keyspace):
+            raise ConfigError(f"OTP_CASSANDRA_KEYSPACE must be a plain identifier, got {keyspace!r}")
+        return cls(
+            contact_points=env.list("OTP_CASSANDRA_CONTACT_POINTS"),
+            port=env.int("OTP_CASSANDRA_PORT", 9042, 1, 65535),
+            keyspace=keyspace,
+            local_dc=env.str("OTP_CASSANDRA_LOCAL_DC"),
+            username=env.str("OTP_CASSANDRA_USERNAME"),
+            password=env.str("OTP_CASSANDRA_PASSWORD"),
+            tls=env.bool("OTP_CASSANDRA_TLS", False),
+            tls_ca_file=env.str("OTP_CASSANDRA_TLS_CA_FILE"),
+            connect_timeout=env.float("OTP_CASSANDRA_CONNECT_TIMEOUT", 5.0, 0.1),
+            request_timeout=env.float("OTP_CASSANDRA_REQUEST_TIMEOUT", 2.0, 0.1),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    api_key_hashes: tuple[str, ...] = ()
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+    limits: Limits = field(default_factory=Limits)
+    lockout_cache_size: int = 100_000
+    lockout_cache_ttl: int = 300
+    default_country_code: str = "+91"
+    default_region: str = "IN"
+    store: str = "sqlite"
+    sqlite_path: str = "./otp-service.db"
+    cassandra: CassandraSettings = field(default_factory=CassandraSettings)
+    installation: str = "Sunbird"
+    log_level: str = "INFO"
+    # Channel, template and user-directory settings: see their adapters. Kept as the parsed objects.
+    delivery: object = None
+    directory: object = None
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = EnvReader(environ)
+        mode = env.choice("OTP_ENV", "development", ("development", "production"))
+        api_keys = tuple(h.lower() for h in env.list("OTP_API_KEYS"))
+        for digest in api_keys:
+            if not _SHA256_HEX.match(digest):
+                raise ConfigError("OTP_API_KEYS must be comma-separated SHA-256 hex digests (64 hex characters)")
+        encryption_keys = env.list("OTP_ENCRYPTION_KEYS")
+        _check_encryption_keys(encryption_keys)
+        if mode == "production":
+            if not api_keys:
+                raise ConfigError("OTP_API_KEYS is required when OTP_ENV=production")
+            if not encryption_keys:
+                raise ConfigError("OTP_ENCRYPTION_KEYS is required when OTP_ENV=production")
+        limits = Limits(
+            code_length=env.int("OTP_LENGTH", 6, 4, 10),
+            code_ttl=env.int("OTP_TTL_SECONDS", 600, 1, 7 * 86400),
+            max_verify_attempts=env.int("OTP_MAX_VERIFY_ATTEMPTS", 3, 1, 100),
+            max_sends=env.int("OTP_MAX_SENDS", 4, 1, 1000),
+            send_window=env.int("OTP_SEND_WINDOW_SECONDS", 86400, 1, 30 * 86400),
+            resend_cooldown=env.int("OTP_RESEND_COOLDOWN_SECONDS", 30, 0, 86400),
+            block_seconds=env.int("OTP_BLOCK_SECONDS", 86400, 1, 30 * 86400),
+        )
+        country_code = env.str("OTP_DEFAULT_COUNTRY_CODE", "+91")
+        try:
+            region = region_for_country_code(country_code)
+        except ValueError:
+            raise ConfigError(f"OTP_DEFAULT_COUNTRY_CODE must be a country calling code like +91, got {country_code!r}")
+        cassandra = CassandraSettings.from_env(env)
+        store = env.choice("OTP_STORE", "cassandra" if cassandra.contact_points else "sqlite", ("sqlite", "cassandra"))
+        if store == "cassandra" and not cassandra.contact_points:
+            raise ConfigError("OTP_CASSANDRA_CONTACT_POINTS is required when OTP_STORE=cassandra")
+        from .adapters.notifications.settings import DeliverySettings
+        from .adapters.user_directory import DirectorySettings
+
+        return cls(
+            env=mode,
+            api_key_hashes=api_keys,
+            encryption_keys=encryption_keys,
+            limits=limits,
+            lockout_cache_size=env.int("OTP_LOCKOUT_CACHE_SIZE", 100_000, 0, 100_000_000),
+            lockout_cache_ttl=env.int("OTP_LOCKOUT_CACHE_TTL_SECONDS", 300, 0, 86400),
+            default_country_code="+" + country_code.lstrip("+"),
+            default_region=region,
+            store=store,
+            sqlite_path=env.str("OTP_SQLITE_PATH", "./otp-service.db"),
+            cassandra=cassandra,
+            installation=env.str("OTP_INSTALLATION_NAME", "Sunbird"),
+            log_level=env.choice("OTP_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+            delivery=DeliverySettings.from_env(env),
+            directory=DirectorySettings.from_env(env),
+        )
+
+
+def _check_encryption_keys(keys: tuple[str, ...]) -> None:
+    from .adapters.crypto import parse_key
+
+    for index, key in enumerate(keys, start=1):
+        try:
+            parse_key(key)
+        except ValueError as exc:
+            raise ConfigError(f"OTP_ENCRYPTION_KEYS: key {index} is invalid ({exc})") from None

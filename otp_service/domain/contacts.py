@@ -1,0 +1,103 @@
+"""Contacts an OTP is sent to: what a valid email or phone is, its one normal form, and how it is masked.
+
+Normal forms matter: the stored lookup key is derived from them, so " A@B.com" and "a@b.com" must be one key.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from . import errors
+
+
+class ContactType(str, enum.Enum):
+    EMAIL = "email"
+    PHONE = "phone"
+
+    @classmethod
+    def parse(cls, value: object) -> "ContactType":
+        """Case-insensitive, as the contract says; anything else is INVALID_VALUE listing the valid types."""
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        raise errors.invalid_value("type", _shown(value), [t.value for t in cls])
+
+
+@dataclass(frozen=True)
+class Contact:
+    type: ContactType
+    key: str  # normalised: lower-cased email, or E.164 phone
+
+    @property
+    def masked(self) -> str:
+        return mask(self.type, self.key)
+
+    def __repr__(self) -> str:  # never let a plain key reach a log through repr()
+        return f"Contact({self.type.value}, {self.masked})"
+
+    __str__ = __repr__
+
+
+def normalise(contact_type: ContactType, raw: object, default_region: str) -> Contact:
+    if contact_type is ContactType.EMAIL:
+        return Contact(contact_type, normalise_email(raw))
+    return Contact(contact_type, normalise_phone(raw, default_region))
+
+
+def normalise_email(raw: object) -> str:
+    """Trimmed and lower-cased, syntax checked by email-validator (no DNS: the gateway must answer fast)."""
+    if not isinstance(raw, str) or len(raw) > 254:
+        raise errors.invalid_email()
+    try:
+        checked = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        raise errors.invalid_email() from None
+    return checked.normalized.lower()
+
+
+def normalise_phone(raw: object, default_region: str) -> str:
+    """E.164 through libphonenumber; numbers without a country code take the configured default country."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not 3 <= len(raw.strip()) <= 32:
+        raise errors.invalid_phone()
+    try:
+        number = phonenumbers.parse(raw.strip(), default_region)
+    except phonenumbers.NumberParseException:
+        raise errors.invalid_phone() from None
+    if not phonenumbers.is_valid_number(number):
+        raise errors.invalid_phone()
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def region_for_country_code(country_code: str) -> str:
+    """'+91' -> 'IN'. Raises ValueError for a code libphonenumber does not know."""
+    digits = country_code.strip().lstrip("+")
+    if not digits.isdigit():
+        raise ValueError(country_code)
+    region = phonenumbers.region_code_for_country_code(int(digits))
+    if region in (None, "ZZ"):
+        raise ValueError(country_code)
+    return region
+
+
+def mask(contact_type: ContactType | str, key: str) -> str:
+    """What logs and messages may show of a key: enough for an operator to tell two apart, not to contact one."""
+    if ContactType(contact_type) is ContactType.EMAIL:
+        local, _, domain = key.partition("@")
+        name, dot, tld = domain.rpartition(".")
+        shown_domain = f"{name[:1]}***{dot}{tld}" if dot else f"{domain[:1]}***"
+        return f"{local[:1]}***@{shown_domain}"
+    return f"{key[:3]}{'*' * max(len(key) - 5, 3)}{key[-2:]}"
+
+
+def _shown(value: object) -> str:
+    """A caller's bad value, echoed back only when it is short plain text."""
+    if isinstance(value, str) and len(value) <= 32 and value.isprintable():
+        return value
+    return "<invalid>"

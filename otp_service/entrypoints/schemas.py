@@ -1,0 +1,103 @@
+"""Request bodies, `{"request": {...}}`, checked with marshmallow and turned into the contract's errors.
+
+Presence is checked in the contract's order (key, then type, then otp), then type, then the key's syntax, so the
+caller always learns about the first problem. Unknown fields are ignored, as Sunbird's APIs do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+from ..domain import errors
+from ..domain.contacts import Contact, ContactType, normalise
+
+_MAX_ID = 128
+
+
+class _Request(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    key = fields.Raw(required=True, allow_none=False)
+    type = fields.Raw(required=True, allow_none=False)
+    userId = fields.Raw(load_default=None)
+
+
+class GenerateSchema(_Request):
+    templateId = fields.Raw(load_default=None)
+
+
+class VerifySchema(_Request):
+    otp = fields.Raw(required=True, allow_none=False)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    contact: Contact
+    user_id: str | None
+    template_id: str | None
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    contact: Contact
+    otp: str
+    user_id: str | None
+
+
+def request_part(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise errors.invalid_request("Request body must be a JSON object.")
+    part = body.get("request")
+    if part is None:
+        raise errors.mandatory_missing("request")
+    if not isinstance(part, dict):
+        raise errors.invalid_request("The request field must be a JSON object.")
+    return part
+
+
+def load_generate(body: Any, default_region: str) -> GenerateRequest:
+    data = _load(GenerateSchema(), request_part(body), ("key", "type"))
+    contact = _contact(data, default_region)
+    return GenerateRequest(contact, _optional_id(data, "userId"), _optional_id(data, "templateId"))
+
+
+def load_verify(body: Any, default_region: str) -> VerifyRequest:
+    data = _load(VerifySchema(), request_part(body), ("key", "type", "otp"))
+    contact = _contact(data, default_region)
+    return VerifyRequest(contact, _code(data["otp"]), _optional_id(data, "userId"))
+
+
+def _load(schema: Schema, part: dict, order: tuple[str, ...]) -> dict:
+    # Empty strings count as missing: a blank key is no key.
+    cleaned = {k: v for k, v in part.items() if not (isinstance(v, str) and not v.strip())}
+    try:
+        return schema.load(cleaned)
+    except ValidationError as exc:
+        failed = exc.messages if isinstance(exc.messages, dict) else {}
+        for name in order:
+            if name in failed:
+                raise errors.mandatory_missing(name) from None
+        raise errors.invalid_request("Request is invalid.") from None
+
+
+def _contact(data: dict, default_region: str) -> Contact:
+    return normalise(ContactType.parse(data["type"]), data["key"], default_region)
+
+
+def _optional_id(data: dict, name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value.strip()) > _MAX_ID or not value.strip().isprintable():
+        raise errors.invalid_value(name, "<invalid>", f"a string of at most {_MAX_ID} printable characters")
+    return value.strip()
+
+
+def _code(value: Any) -> str:
+    """The offered code: a string of digits. It is never echoed back, not even in an error."""
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii() and len(value.strip()) <= 16:
+        return value.strip()
+    raise errors.invalid_value("otp", "<hidden>", "a string of digits")

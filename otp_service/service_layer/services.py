@@ -1,0 +1,235 @@
+"""The two use cases of the API. Each is "read the key's state, let the policy decide, compare-and-set the new
+state, then act on it"; a lost compare-and-set means another request changed the state first, so we read again.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from ..adapters.crypto import DecryptionError, KeyRing
+from ..adapters.lockout_cache import LockoutCache
+from ..adapters.notifications import Channel, DeliveryError, Message
+from ..adapters.notifications.templates import Templates
+from ..adapters.store import BlockedRow, OtpRow, Store, StoreUnavailable
+from ..adapters.user_directory import DirectoryUnavailable, UserDirectory
+from ..domain import errors
+from ..domain.contacts import Contact, ContactType
+from ..domain.policy import Block, Limits, OtpState, check_code, plan_send
+
+log = logging.getLogger("otp_service.service")
+
+# A compare-and-set is lost only when another request wrote the same key in between; this many losses in a row
+# means the key is under a storm of requests, and the caller is better told to retry than kept waiting.
+MAX_CAS_ROUNDS = 50
+
+
+class ContentionError(Exception):
+    """Too many concurrent writers on one key."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a successful generate did, for logs and metrics."""
+
+    resend: bool
+    channel: str
+
+
+class OtpService:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        store: Store,
+        keys: KeyRing,
+        lockout: LockoutCache,
+        channels: dict[ContactType, Channel],
+        templates: Templates,
+        directory: UserDirectory | None = None,
+        installation: str = "Sunbird",
+        clock: Callable[[], float] = time.time,
+    ):
+        self.limits = limits
+        self.store = store
+        self.keys = keys
+        self.lockout = lockout
+        self.channels = channels
+        self.templates = templates
+        self.directory = directory
+        self.installation = installation
+        self.clock = clock
+
+    # -- generate -------------------------------------------------------------------------------------------------
+    def generate(
+        self, contact: Contact, *, user_id: str | None = None, template_id: str | None = None, msgid: str = ""
+    ) -> Outcome:
+        self.templates.check(template_id)
+        self._check_owner(contact, user_id)
+        tokens = self.keys.lookup_tokens(contact.type.value, contact.key)
+        self._refuse_if_blocked(contact, tokens)
+        for round_ in range(MAX_CAS_ROUNDS):
+            row = self._load(contact.type.value, tokens)
+            now = self.clock()
+            plan = plan_send(self._decode(row), now, self.limits)
+            if isinstance(plan, Block):
+                self._block(contact, tokens, now, plan.until)
+                raise errors.max_limit_exhausted(self.limits.max_sends, self.limits.window_hours)
+            if self._write(contact, tokens[0], row, plan.state):
+                break
+            _back_off(round_)
+        else:
+            raise ContentionError(contact.masked)
+        channel = self.channels[contact.type]
+        message = Message(
+            contact=contact,
+            code=plan.state.code,
+            minutes=max(1, round((plan.state.expires_on - now) / 60)) if plan.resend else self._minutes(),
+            template_id=template_id,
+            installation=self.installation,
+            msgid=msgid,
+        )
+        try:
+            channel.send(message)
+        except DeliveryError as exc:
+            log.warning(
+                "delivery failed channel=%s key=%s provider_code=%s reason=%s",
+                exc.channel, contact.masked, exc.provider_code, exc.reason,
+            )
+            raise errors.delivery_failed() from None
+        return Outcome(resend=plan.resend, channel=channel.name)
+
+    def _minutes(self) -> int:
+        return max(1, round(self.limits.code_ttl / 60))
+
+    def _refuse_if_blocked(self, contact: Contact, tokens: list[str]) -> None:
+        now = self.clock()
+        for token in tokens:
+            until = self.lockout.get(_cache_id(contact.type.value, token), now)
+            if until is not None:
+                raise errors.key_blocked(contact.type.value, _when(until))
+        for token in tokens:
+            block = self.store.get_block(contact.type.value, token)
+            if block is not None and block.blocked_until > now:
+                self.lockout.put(_cache_id(contact.type.value, token), block.blocked_until, now)
+                raise errors.key_blocked(contact.type.value, _when(block.blocked_until))
+
+    def _block(self, contact: Contact, tokens: list[str], now: float, until: float) -> None:
+        type_ = contact.type.value
+        self.store.block_key(BlockedRow(type_, tokens[0], created_on=now, blocked_on=now, blocked_until=until))
+        self.lockout.put(_cache_id(type_, tokens[0]), until, now)
+        for token in tokens:
+            self.store.delete_otp(type_, token)
+        log.info("key blocked type=%s key=%s until=%s", type_, contact.masked, _when(until))
+
+    # -- verify ---------------------------------------------------------------------------------------------------
+    def verify(self, contact: Contact, offered: str, *, user_id: str | None = None) -> None:
+        """Returns when the code was right (and is now consumed); raises the contract's error otherwise."""
+        self._check_owner(contact, user_id)
+        tokens = self.keys.lookup_tokens(contact.type.value, contact.key)
+        for round_ in range(MAX_CAS_ROUNDS):
+            row = self._load(contact.type.value, tokens)
+            verdict = check_code(self._decode(row), offered, self.clock(), self.limits)
+            if self._write(contact, row.key, row, verdict.state):
+                break
+            _back_off(round_)
+        else:
+            raise ContentionError(contact.masked)
+        if not verdict.accepted:
+            raise errors.verification_failed(self.limits.max_verify_attempts, verdict.remaining)
+
+    # -- rule 2: who owns the key ---------------------------------------------------------------------------------
+    def _check_owner(self, contact: Contact, user_id: str | None) -> None:
+        if self.directory is None:
+            return
+        try:
+            if user_id is None:
+                if self.directory.key_in_use(contact.type, contact.key):
+                    raise errors.key_already_in_use()
+                return
+            contacts = self.directory.user_contacts(user_id)
+        except DirectoryUnavailable as exc:
+            log.warning("user directory unavailable: %s", exc)
+            raise errors.server_error(503) from None
+        if contacts is None:
+            raise errors.resource_not_found("user")
+        if contact.key not in contacts.of_type(contact.type):
+            raise errors.invalid_value("key", contact.masked, "a current or previously used contact of the user")
+
+    # -- rows <-> state -------------------------------------------------------------------------------------------
+    def _load(self, type_: str, tokens: list[str]) -> OtpRow | None:
+        """The key's row, under the newest key that has one (rows written before a key rotation stay put)."""
+        for token in tokens:
+            row = self.store.get_otp(type_, token)
+            if row is not None:
+                return row
+        return None
+
+    def _decode(self, row: OtpRow | None) -> OtpState | None:
+        if row is None:
+            return None
+        code = None
+        if row.otp is not None:
+            try:
+                code = self.keys.decrypt_code(row.otp, row.type, row.key)
+            except DecryptionError:
+                # Keys were changed without keeping the old one: the code is lost, a new generate replaces it.
+                log.error("stored code does not decrypt under any configured key; treating it as absent")
+        return OtpState(
+            code=code,
+            created_on=row.created_on,
+            expires_on=row.expires_on,
+            retry_count=row.retry_count,
+            is_locked=row.is_locked,
+            locked_on=row.locked_on,
+            send_count=row.send_count,
+            window_start=row.window_start,
+            last_sent_on=row.last_sent_on,
+            updated_on=row.updated_on,
+        )
+
+    def _write(self, contact: Contact, token: str, current: OtpRow | None, state: OtpState) -> bool:
+        type_ = contact.type.value
+        row = OtpRow(
+            type=type_,
+            key=token,
+            otp=None if state.code is None else self.keys.encrypt_code(state.code, type_, token),
+            created_on=state.created_on,
+            updated_on=state.updated_on,
+            expires_on=state.expires_on,
+            retry_count=state.retry_count,
+            is_locked=state.is_locked,
+            locked_on=state.locked_on,
+            send_count=state.send_count,
+            window_start=state.window_start,
+            last_sent_on=state.last_sent_on,
+            version=1 if current is None else current.version + 1,
+            expires_at=state.keep_until(self.limits),
+        )
+        if current is None:
+            return self.store.insert_otp(row)
+        return self.store.update_otp(row, current.version)
+
+    def check_health(self) -> bool:
+        try:
+            self.store.ping()
+        except StoreUnavailable:
+            return False
+        return True
+
+
+def _cache_id(type_: str, token: str) -> str:
+    return f"{type_}:{token}"
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _back_off(round_: int) -> None:
+    """After a few lost compare-and-sets, wait a little, at random, so contending requests spread out."""
+    if round_ >= 2:
+        time.sleep(random.uniform(0, 0.002 * min(round_, 10)))
