@@ -48,13 +48,22 @@ def load_keys(settings: Settings) -> KeyRing:
         except ValueError as exc:
             raise ConfigError(f"OTP_ENCRYPTION_KEYS is unset and {path} is not a valid key ({exc})") from None
     else:
-        secret = new_key()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret + "\n")
-        log.warning("development: created an encryption key in %s (set OTP_ENCRYPTION_KEYS in production)", path)
+        secret = _create_key_file(path)
     return KeyRing([secret])
+
+
+def _create_key_file(path: Path) -> str:
+    secret = new_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker made it first: use theirs
+        time.sleep(0.05)
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    log.warning("development: created an encryption key in %s (set OTP_ENCRYPTION_KEYS in production)", path)
+    return secret
 
 
 def build_service(
