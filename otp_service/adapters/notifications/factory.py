@@ -1,4 +1,4 @@
-"""Builds the channel for each contact type from the delivery settings."""
+"""Builds the templates and the channel for each contact type from the delivery settings."""
 from __future__ import annotations
 
 from ...domain.contacts import ContactType
@@ -9,9 +9,29 @@ from .templates import Templates
 
 
 def build_templates(settings: DeliverySettings) -> Templates:
-    return Templates()
+    """The default templates, with OTP_TEMPLATES_FILE laid over them (a bad file is a ConfigError)."""
+    return Templates.load(settings.templates_file)
 
 
 def build_channels(settings: DeliverySettings, templates: Templates) -> dict[ContactType, Channel]:
-    console = ConsoleChannel(templates)
-    return {ContactType.PHONE: console, ContactType.EMAIL: console}
+    console: Channel | None = None
+
+    def dev_console() -> Channel:
+        nonlocal console  # one console for both types, so its lines never interleave
+        if console is None:
+            console = ConsoleChannel(templates)
+        return console
+
+    if settings.sms_channel == "twilio":
+        from .twilio_sms import TwilioSmsChannel  # imported only when chosen: the console needs no twilio
+
+        sms: Channel = TwilioSmsChannel(settings.twilio, templates)
+    else:
+        sms = dev_console()
+    if settings.email_channel == "smtp":
+        from .smtp_email import SmtpEmailChannel
+
+        email: Channel = SmtpEmailChannel(settings.smtp, templates)
+    else:
+        email = dev_console()
+    return {ContactType.PHONE: sms, ContactType.EMAIL: email}

@@ -1,0 +1,147 @@
+"""Email through SMTP (`smtplib`), with STARTTLS or implicit TLS, a login, and a plain-text and HTML body.
+
+TLS is never optional once chosen: with `starttls` a server that does not offer STARTTLS is a failure, not a
+reason to send in clear, and certificates are always verified (against OTP_SMTP_CA_FILE when set). Every socket
+operation has the configured timeout. A refusal is logged with the SMTP reply code only: servers echo the
+address in their reply text, and the message holds the code.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import smtplib
+import ssl
+import uuid
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from . import Channel, DeliveryError, Message
+from .settings import SmtpSettings
+from .templates import Templates
+
+log = logging.getLogger("otp_service.delivery")
+
+
+class SmtpEmailChannel(Channel):
+    name = "smtp"
+
+    def __init__(self, settings: SmtpSettings, templates: Templates):
+        self.settings = settings
+        self.templates = templates
+        # Built once: loading the CA file on every message would be slow, and it was checked at start-up.
+        self.tls_context = None if settings.security == "none" else ssl.create_default_context(cafile=settings.ca_file)
+
+    def build(self, message: Message) -> EmailMessage:
+        subject, text, html = self.templates.render_email(
+            message.template_id, otp=message.code, minutes=message.minutes, installation=message.installation
+        )
+        email = EmailMessage()
+        email["Subject"] = subject
+        email["From"] = self.settings.from_address
+        email["To"] = message.contact.key
+        email["Date"] = format_datetime(datetime.now(timezone.utc))
+        # A Message-ID from our own domain; email.utils.make_msgid would look up this host's name on every message.
+        email["Message-ID"] = f"<{uuid.uuid4().hex}@{self.settings.envelope_from.rpartition('@')[2]}>"
+        email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a code
+        email.set_content(text)
+        email.add_alternative(html, subtype="html")
+        return email
+
+    def send(self, message: Message) -> None:
+        settings = self.settings
+        smtp: smtplib.SMTP | None = None
+        stage = "connect"  # named in the failure, so an operator knows which step the server refused
+        delivered = False
+        try:
+            email = self.build(message)
+            if settings.security == "ssl":
+                smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=self.tls_context)
+            else:
+                smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+            if settings.security == "starttls":
+                stage = "STARTTLS"
+                smtp.starttls(context=self.tls_context)  # SMTPNotSupportedError if not offered: never clear text
+            if settings.username is not None:
+                stage = "login"
+                smtp.login(settings.username, settings.password or "")
+            stage = "send"
+            refused = smtp.send_message(email, from_addr=settings.envelope_from, to_addrs=[message.contact.key])
+            if refused:  # one recipient: a partial refusal cannot happen, but never report one as a success
+                self._fail(message, "the server refused the recipient", _first_code(refused))
+            delivered = True
+        except DeliveryError:
+            raise
+        except smtplib.SMTPAuthenticationError as exc:
+            self._fail(message, "the server refused the login", exc.smtp_code)
+        except smtplib.SMTPRecipientsRefused as exc:
+            self._fail(message, "the server refused the recipient", _first_code(exc.recipients))
+        except smtplib.SMTPResponseException as exc:  # greeting, STARTTLS, sender or data refused
+            self._fail(message, f"the server refused the message at {stage}", exc.smtp_code)
+        except smtplib.SMTPNotSupportedError:
+            needed = {"STARTTLS": "STARTTLS", "login": "AUTH"}.get(stage, "a needed extension")
+            self._fail(message, f"the server does not offer {needed}", "not-supported")
+        except smtplib.SMTPServerDisconnected:
+            self._fail(message, f"the server closed the connection at {stage}", "disconnected")
+        except smtplib.SMTPException as exc:  # e.g. no AUTH mechanism in common
+            self._fail(message, f"SMTP failed at {stage} ({type(exc).__name__})", type(exc).__name__)
+        except ssl.SSLCertVerificationError as exc:
+            self._fail(message, f"the server's certificate is not trusted ({exc.verify_message})", "tls-verify")
+        except ssl.SSLError as exc:
+            self._fail(message, f"TLS failed at {stage} ({exc.reason or type(exc).__name__})", "tls")
+        except TimeoutError:  # socket.timeout is TimeoutError
+            self._fail(message, f"the server did not answer within {settings.timeout:g} s at {stage}", "timeout")
+        except OSError as exc:
+            code = errno.errorcode.get(exc.errno, "connection") if exc.errno else "connection"
+            self._fail(message, f"could not connect to {settings.host}:{settings.port}", code)
+        except Exception as exc:  # the port promises DeliveryError only; the type name is safe, the text may not be
+            self._fail(message, f"unexpected error at {stage} ({type(exc).__name__})", type(exc).__name__)
+        finally:
+            if smtp is not None:
+                _close(smtp, polite=delivered)
+        log.info(
+            "email accepted channel=smtp to=%s msgid=%s server=%s:%s",
+            message.contact.masked,
+            message.msgid,
+            settings.host,
+            settings.port,
+        )
+
+    def _fail(self, message: Message, reason: str, code: object) -> None:
+        log.warning(
+            "email not delivered channel=smtp to=%s msgid=%s provider_code=%s reason=%s",
+            message.contact.masked,
+            message.msgid,
+            code,
+            reason,
+        )
+        raise DeliveryError(self.name, reason, code) from None  # from None: the cause's text may hold the address
+
+    def describe(self) -> str:
+        s = self.settings
+        login = f", login {s.username}" if s.username else ""
+        ca = f", CA {s.ca_file}" if s.ca_file else ""
+        return f"smtp ({s.host}:{s.port}, {s.security}{login}{ca}, from {s.from_address})"
+
+
+def _first_code(refused: dict) -> object:
+    for value in refused.values():
+        if isinstance(value, tuple) and value:
+            return value[0]
+    return None
+
+
+def _close(smtp: smtplib.SMTP, polite: bool) -> None:
+    """After a success, QUIT politely, but never let the goodbye turn an accepted message into a failure or wait
+    long for it; after a failure, just drop the connection (the server may be the thing that hangs)."""
+    try:
+        if polite and smtp.sock is not None:
+            smtp.sock.settimeout(min(smtp.timeout, 1.0))
+            smtp.quit()
+    except Exception:
+        pass
+    finally:
+        try:
+            smtp.close()
+        except Exception:
+            pass

@@ -1,0 +1,106 @@
+"""SMS through Twilio's Messages API, with the `twilio` package.
+
+Twilio's own HTTP client carries the timeout (connect and each read). The only change to it is an optional base
+URL (OTP_TWILIO_BASE_URL), applied through the client's `http_client` extension point, so that tests can put a
+stand-in of the API on 127.0.0.1 and exercise the real library end to end.
+
+A refusal is logged with Twilio's error code only: Twilio's error text may quote the phone number, so neither
+it nor the body (which holds the code) is ever logged or carried in the DeliveryError.
+"""
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from . import Channel, DeliveryError, Message
+from .settings import TwilioSettings
+from .templates import Templates
+
+log = logging.getLogger("otp_service.delivery")
+
+# Statuses of a message Twilio accepted but will not deliver; any other status means it is on its way.
+_FAILED = frozenset({"failed", "undelivered", "canceled"})
+
+
+class BaseUrlHttpClient(TwilioHttpClient):
+    """Twilio's HTTP client, sending every request to `base_url` (scheme, host, port) instead of twilio.com."""
+
+    def __init__(self, timeout: float, base_url: str | None = None):
+        super().__init__(timeout=timeout)
+        self.base_url = urlsplit(base_url) if base_url else None
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        if self.base_url is not None:
+            parts = urlsplit(url)
+            url = urlunsplit((self.base_url.scheme, self.base_url.netloc, parts.path, parts.query, parts.fragment))
+        return super().request(method, url, *args, **kwargs)
+
+
+class TwilioSmsChannel(Channel):
+    name = "twilio"
+
+    def __init__(self, settings: TwilioSettings, templates: Templates):
+        self.settings = settings
+        self.templates = templates
+        username, password = settings.credentials
+        self.client = Client(
+            username=username,
+            password=password,
+            account_sid=settings.account_sid,
+            region=settings.region,
+            edge=settings.edge,
+            http_client=BaseUrlHttpClient(settings.timeout, settings.base_url),
+        )
+
+    def send(self, message: Message) -> None:
+        to = message.contact.masked
+        try:
+            body = self.templates.render_sms(
+                message.template_id, otp=message.code, minutes=message.minutes, installation=message.installation
+            )
+            created = self.client.messages.create(to=message.contact.key, body=body, **self._sender())
+        except (TwilioRestException, TwilioServiceException) as exc:
+            status, code = getattr(exc, "status", None), getattr(exc, "code", None)
+            self._fail(message, f"Twilio refused the message (HTTP {status})", code if code is not None else status)
+        except requests.Timeout:
+            self._fail(message, f"Twilio did not answer within {self.settings.timeout:g} s", "timeout")
+        except requests.ConnectionError:
+            self._fail(message, "could not connect to Twilio", "connection")
+        except (requests.RequestException, TwilioException) as exc:
+            self._fail(message, f"request to Twilio failed ({type(exc).__name__})", type(exc).__name__)
+        except Exception as exc:  # the port promises DeliveryError only; the type name is safe, the text may not be
+            self._fail(message, f"unexpected error ({type(exc).__name__})", type(exc).__name__)
+
+        status = getattr(created, "status", None)
+        status = getattr(status, "value", status)  # an enum in recent twilio releases
+        if status in _FAILED:
+            self._fail(message, f"Twilio accepted the message as {status}", getattr(created, "error_code", None))
+        log.info("sms accepted channel=twilio to=%s msgid=%s sid=%s status=%s", to, message.msgid, created.sid, status)
+
+    def _sender(self) -> dict[str, str]:
+        sender: dict[str, str] = {}
+        if self.settings.messaging_service_sid:
+            sender["messaging_service_sid"] = self.settings.messaging_service_sid
+        if self.settings.from_number:
+            sender["from_"] = self.settings.from_number
+        return sender
+
+    def _fail(self, message: Message, reason: str, code: object) -> None:
+        log.warning(
+            "sms not delivered channel=twilio to=%s msgid=%s provider_code=%s reason=%s",
+            message.contact.masked,
+            message.msgid,
+            code,
+            reason,
+        )
+        raise DeliveryError(self.name, reason, code) from None  # from None: the cause's text may hold the number
+
+    def describe(self) -> str:
+        sender = self.settings.messaging_service_sid or self.settings.from_number
+        where = f" via {self.settings.base_url}" if self.settings.base_url else ""
+        return f"twilio (account {self.settings.account_sid}, sender {sender}{where})"
