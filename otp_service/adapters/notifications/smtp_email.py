@@ -100,18 +100,16 @@ class SmtpEmailChannel(Channel):
             if smtp is not None:
                 _close(smtp, polite=delivered)
         log.info(
-            "email accepted channel=smtp to=%s msgid=%s server=%s:%s",
+            "email accepted channel=smtp to=%s server=%s:%s",
             message.contact.masked,
-            message.msgid,
             settings.host,
             settings.port,
         )
 
     def _fail(self, message: Message, reason: str, code: object) -> None:
         log.warning(
-            "email not delivered channel=smtp to=%s msgid=%s provider_code=%s reason=%s",
+            "email not delivered channel=smtp to=%s provider_code=%s reason=%s",
             message.contact.masked,
-            message.msgid,
             code,
             reason,
         )

@@ -58,29 +58,33 @@ class TwilioSmsChannel(Channel):
         )
 
     def send(self, message: Message) -> None:
-        to = message.contact.masked
+        created, failure = self._create(message)
+        if failure is not None:  # raised out here, so the DeliveryError has no __context__ quoting the number
+            self._fail(message, *failure)
+        status = getattr(created, "status", None)
+        status = getattr(status, "value", status)  # tolerate an enum, should a release make it one
+        if status in _FAILED:
+            self._fail(message, f"Twilio accepted the message as {status}", getattr(created, "error_code", None))
+        log.info("sms accepted channel=twilio to=%s sid=%s status=%s", message.contact.masked, created.sid, status)
+
+    def _create(self, message: Message) -> tuple[object, tuple[str, object] | None]:
+        """(the created message, None), or (None, (reason, provider code)): only safe text leaves here."""
         try:
             body = self.templates.render_sms(
                 message.template_id, otp=message.code, minutes=message.minutes, installation=message.installation
             )
-            created = self.client.messages.create(to=message.contact.key, body=body, **self._sender())
+            return self.client.messages.create(to=message.contact.key, body=body, **self._sender()), None
         except (TwilioRestException, TwilioServiceException) as exc:
             status, code = getattr(exc, "status", None), getattr(exc, "code", None)
-            self._fail(message, f"Twilio refused the message (HTTP {status})", code if code is not None else status)
+            return None, (f"Twilio refused the message (HTTP {status})", code if code is not None else status)
         except requests.Timeout:
-            self._fail(message, f"Twilio did not answer within {self.settings.timeout:g} s", "timeout")
+            return None, (f"Twilio did not answer within {self.settings.timeout:g} s", "timeout")
         except requests.ConnectionError:
-            self._fail(message, "could not connect to Twilio", "connection")
+            return None, ("could not connect to Twilio", "connection")
         except (requests.RequestException, TwilioException) as exc:
-            self._fail(message, f"request to Twilio failed ({type(exc).__name__})", type(exc).__name__)
+            return None, (f"request to Twilio failed ({type(exc).__name__})", type(exc).__name__)
         except Exception as exc:  # the port promises DeliveryError only; the type name is safe, the text may not be
-            self._fail(message, f"unexpected error ({type(exc).__name__})", type(exc).__name__)
-
-        status = getattr(created, "status", None)
-        status = getattr(status, "value", status)  # an enum in recent twilio releases
-        if status in _FAILED:
-            self._fail(message, f"Twilio accepted the message as {status}", getattr(created, "error_code", None))
-        log.info("sms accepted channel=twilio to=%s msgid=%s sid=%s status=%s", to, message.msgid, created.sid, status)
+            return None, (f"unexpected error ({type(exc).__name__})", type(exc).__name__)
 
     def _sender(self) -> dict[str, str]:
         sender: dict[str, str] = {}
@@ -92,13 +96,12 @@ class TwilioSmsChannel(Channel):
 
     def _fail(self, message: Message, reason: str, code: object) -> None:
         log.warning(
-            "sms not delivered channel=twilio to=%s msgid=%s provider_code=%s reason=%s",
+            "sms not delivered channel=twilio to=%s provider_code=%s reason=%s",
             message.contact.masked,
-            message.msgid,
             code,
             reason,
         )
-        raise DeliveryError(self.name, reason, code) from None  # from None: the cause's text may hold the number
+        raise DeliveryError(self.name, reason, code)
 
     def describe(self) -> str:
         sender = self.settings.messaging_service_sid or self.settings.from_number

@@ -1,0 +1,155 @@
+"""A stand-in of Twilio's Messages API on 127.0.0.1, for the real `twilio` client to talk HTTP to.
+
+It answers POST /2010-04-01/Accounts/{AccountSid}/Messages.json as Twilio does: Basic auth (401 with code 20003
+when the credentials are not the ones it was given), a form-encoded To/From/MessagingServiceSid/Body, and a 201
+with the message's JSON. A test can make it refuse (400 with a Twilio error code), fail (500) or hang, and reads
+back every request it received.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+_MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<sid>AC[0-9a-fA-F]{32})/Messages\.json$")
+
+
+@dataclass
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    auth: tuple[str, str] | None  # Basic credentials, decoded
+    form: dict[str, str]  # the body, form-decoded (one value a field)
+
+
+@dataclass
+class TwilioApiStandIn:
+    """Start with `start()`; `base_url` is then http://127.0.0.1:<port>. Set `mode` to change the next answers."""
+
+    account_sid: str
+    username: str  # the expected Basic user: the account SID, or an API key SID
+    password: str
+    mode: str = "accept"  # accept | reject | error | hang | queued-failed
+    error_code: int = 21211  # Twilio's "invalid To number"
+    hang_seconds: float = 5.0  # an upper bound, so that a forgotten hang cannot stall the suite
+    requests: list[ReceivedRequest] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- life -------------------------------------------------------------------------------------------------------
+    def start(self) -> "TwilioApiStandIn":
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                standin._handle(self)
+
+            def do_GET(self):  # noqa: N802
+                standin._handle(self)
+
+            def log_message(self, *args):  # keep pytest's output clean
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="twilio-standin", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()  # let hanging handlers go
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def received(self) -> list[ReceivedRequest]:
+        with self._lock:
+            return list(self.requests)
+
+    # -- one request ------------------------------------------------------------------------------------------------
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length).decode("utf-8") if length else ""
+        form = {name: values[0] for name, values in parse_qs(raw, keep_blank_values=True).items()}
+        request = ReceivedRequest(h.command, h.path, dict(h.headers.items()), _basic(h.headers.get("Authorization")), form)
+        with self._lock:
+            self.requests.append(request)
+
+        match = _MESSAGES.match(h.path)
+        if h.command != "POST" or match is None:
+            return _answer(h, 404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
+        if request.auth != (self.username, self.password) or match["sid"] != self.account_sid:
+            return _answer(h, 401, {"code": 20003, "message": "Authenticate", "status": 401,
+                                    "more_info": "https://www.twilio.com/docs/errors/20003"})
+        if self.mode == "hang":
+            self._release.wait(self.hang_seconds)
+            return _answer(h, 504, {"code": 20504, "message": "stand-in released", "status": 504})
+        if self.mode == "error":
+            return _answer(h, 500, {"code": 20500, "message": "Internal Server Error", "status": 500})
+        if self.mode == "reject":
+            to = form.get("To", "")
+            return _answer(h, 400, {
+                "code": self.error_code,
+                # Twilio quotes the number in its message: the service must never log this text
+                "message": f"The 'To' number {to} is not a valid phone number.",
+                "more_info": f"https://www.twilio.com/docs/errors/{self.error_code}",
+                "status": 400,
+            })
+        sender_missing = "From" not in form and "MessagingServiceSid" not in form
+        if "To" not in form or "Body" not in form or sender_missing:
+            return _answer(h, 400, {"code": 21603 if sender_missing else 21604,
+                                    "message": "A required parameter is missing", "status": 400})
+        status = "failed" if self.mode == "queued-failed" else "queued"
+        sid = "SM" + uuid.uuid4().hex
+        return _answer(h, 201, {
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "to": form["To"],
+            "from": form.get("From"),
+            "messaging_service_sid": form.get("MessagingServiceSid"),
+            "body": form["Body"],
+            "status": status,
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "date_created": "Thu, 01 Jan 2026 00:00:00 +0000",
+            "date_updated": "Thu, 01 Jan 2026 00:00:00 +0000",
+            "date_sent": None,
+            "error_code": 30008 if status == "failed" else None,
+            "error_message": None,
+            "price": None,
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
+        })
+
+
+def _basic(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.startswith("Basic "):
+        return None
+    user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    return user, password
+
+
+def _answer(h: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
+    try:
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test): nothing to answer
+        pass
