@@ -49,6 +49,18 @@ class SmtpEmailChannel(Channel):
         return email
 
     def send(self, message: Message) -> None:
+        failure = self._deliver(message)
+        if failure is not None:  # raised out here, so the DeliveryError has no __context__ quoting the address
+            self._fail(message, *failure)
+        log.info(
+            "email accepted channel=smtp to=%s server=%s:%s",
+            message.contact.masked,
+            self.settings.host,
+            self.settings.port,
+        )
+
+    def _deliver(self, message: Message) -> tuple[str, object] | None:
+        """None once the server took the message, else (reason, provider code): only safe text leaves here."""
         settings = self.settings
         smtp: smtplib.SMTP | None = None
         stage = "connect"  # named in the failure, so an operator knows which step the server refused
@@ -68,43 +80,38 @@ class SmtpEmailChannel(Channel):
             stage = "send"
             refused = smtp.send_message(email, from_addr=settings.envelope_from, to_addrs=[message.contact.key])
             if refused:  # one recipient: a partial refusal cannot happen, but never report one as a success
-                self._fail(message, "the server refused the recipient", _first_code(refused))
+                return "the server refused the recipient", _first_code(refused)
             delivered = True
-        except DeliveryError:
-            raise
+            return None
         except smtplib.SMTPAuthenticationError as exc:
-            self._fail(message, "the server refused the login", exc.smtp_code)
+            return "the server refused the login", exc.smtp_code
         except smtplib.SMTPRecipientsRefused as exc:
-            self._fail(message, "the server refused the recipient", _first_code(exc.recipients))
+            return "the server refused the recipient", _first_code(exc.recipients)
         except smtplib.SMTPResponseException as exc:  # greeting, STARTTLS, sender or data refused
-            self._fail(message, f"the server refused the message at {stage}", exc.smtp_code)
+            return f"the server refused the message at {stage}", exc.smtp_code
         except smtplib.SMTPNotSupportedError:
             needed = {"STARTTLS": "STARTTLS", "login": "AUTH"}.get(stage, "a needed extension")
-            self._fail(message, f"the server does not offer {needed}", "not-supported")
-        except smtplib.SMTPServerDisconnected:
-            self._fail(message, f"the server closed the connection at {stage}", "disconnected")
+            return f"the server does not offer {needed}", "not-supported"
+        except smtplib.SMTPServerDisconnected as exc:
+            if isinstance(exc.__context__, TimeoutError):  # smtplib reports a read timeout as a disconnect
+                return f"the server did not answer within {settings.timeout:g} s at {stage}", "timeout"
+            return f"the server closed the connection at {stage}", "disconnected"
         except smtplib.SMTPException as exc:  # e.g. no AUTH mechanism in common
-            self._fail(message, f"SMTP failed at {stage} ({type(exc).__name__})", type(exc).__name__)
+            return f"SMTP failed at {stage} ({type(exc).__name__})", type(exc).__name__
         except ssl.SSLCertVerificationError as exc:
-            self._fail(message, f"the server's certificate is not trusted ({exc.verify_message})", "tls-verify")
+            return f"the server's certificate is not trusted ({exc.verify_message})", "tls-verify"
         except ssl.SSLError as exc:
-            self._fail(message, f"TLS failed at {stage} ({exc.reason or type(exc).__name__})", "tls")
+            return f"TLS failed at {stage} ({exc.reason or type(exc).__name__})", "tls"
         except TimeoutError:  # socket.timeout is TimeoutError
-            self._fail(message, f"the server did not answer within {settings.timeout:g} s at {stage}", "timeout")
+            return f"the server did not answer within {settings.timeout:g} s at {stage}", "timeout"
         except OSError as exc:
             code = errno.errorcode.get(exc.errno, "connection") if exc.errno else "connection"
-            self._fail(message, f"could not connect to {settings.host}:{settings.port}", code)
+            return f"could not connect to {settings.host}:{settings.port}", code
         except Exception as exc:  # the port promises DeliveryError only; the type name is safe, the text may not be
-            self._fail(message, f"unexpected error at {stage} ({type(exc).__name__})", type(exc).__name__)
+            return f"unexpected error at {stage} ({type(exc).__name__})", type(exc).__name__
         finally:
             if smtp is not None:
                 _close(smtp, polite=delivered)
-        log.info(
-            "email accepted channel=smtp to=%s server=%s:%s",
-            message.contact.masked,
-            settings.host,
-            settings.port,
-        )
 
     def _fail(self, message: Message, reason: str, code: object) -> None:
         log.warning(
@@ -113,7 +120,7 @@ class SmtpEmailChannel(Channel):
             code,
             reason,
         )
-        raise DeliveryError(self.name, reason, code) from None  # from None: the cause's text may hold the address
+        raise DeliveryError(self.name, reason, code)
 
     def describe(self) -> str:
         s = self.settings
