@@ -70,9 +70,13 @@ class OtpService:
         self.templates.check(template_id)
         self._check_owner(contact, user_id)
         tokens = self.keys.lookup_tokens(contact.type.value, contact.key)
-        self._refuse_if_blocked(contact, tokens)
+        self._refuse_if_cached_block(contact, tokens)
         for round_ in range(MAX_CAS_ROUNDS):
             row = self._load(contact.type.value, tokens)
+            if round_ == 0 or row is None:
+                # Checked after the read: a block is written before its key's row is deleted, so a request that
+                # finds no row here also finds the block that removed it, and cannot start a new window.
+                self._refuse_if_blocked(contact, tokens)
             now = self.clock()
             plan = plan_send(self._decode(row), now, self.limits)
             if isinstance(plan, Block):
@@ -105,12 +109,15 @@ class OtpService:
     def _minutes(self) -> int:
         return max(1, round(self.limits.code_ttl / 60))
 
-    def _refuse_if_blocked(self, contact: Contact, tokens: list[str]) -> None:
+    def _refuse_if_cached_block(self, contact: Contact, tokens: list[str]) -> None:
         now = self.clock()
         for token in tokens:
             until = self.lockout.get(_cache_id(contact.type.value, token), now)
             if until is not None:
                 raise errors.key_blocked(contact.type.value, _when(until))
+
+    def _refuse_if_blocked(self, contact: Contact, tokens: list[str]) -> None:
+        now = self.clock()
         for token in tokens:
             block = self.store.get_block(contact.type.value, token)
             if block is not None and block.blocked_until > now:

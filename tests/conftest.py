@@ -1,0 +1,86 @@
+"""Fixtures: every API and contract test runs once per store kind (SQLite, and Cassandra: see cassandra_target)."""
+from __future__ import annotations
+
+import pytest
+
+from otp_service.adapters.crypto import new_key
+from otp_service.domain.contacts import ContactType
+from otp_service.entrypoints.app import create_app
+
+from .support import Api, FakeClock, RecordingChannel, settings_for
+
+STORE_KINDS = ["sqlite"]
+ENCRYPTION_KEY = new_key()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_store(store_kind, tmp_path, request):
+    """A factory of fresh stores of this test's kind; all stores made in one test share one database."""
+    made = []
+
+    def factory():
+        if store_kind == "sqlite":
+            from otp_service.adapters.sqlite_store import SqliteStore
+
+            store = SqliteStore(str(tmp_path / "otp.db"))
+        else:
+            target = request.getfixturevalue("cassandra_target")
+            store = target.new_store()
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def channel() -> RecordingChannel:
+    return RecordingChannel()
+
+
+@pytest.fixture
+def make_app(tmp_path, make_store, clock, channel):
+    """create_app with test settings: env overrides as keyword arguments, e.g. OTP_MAX_SENDS="2"."""
+
+    def factory(store=None, **env):
+        settings = settings_for(
+            {
+                "OTP_SQLITE_PATH": str(tmp_path / "otp.db"),
+                "OTP_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+                **env,
+            }
+        )
+        return create_app(
+            settings,
+            store=store or make_store(),
+            channels={ContactType.EMAIL: channel, ContactType.PHONE: channel},
+            clock=clock,
+        )
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def api(app) -> Api:
+    return Api(app.test_client())

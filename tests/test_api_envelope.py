@@ -1,0 +1,140 @@
+"""The envelope on every answer, and bad input of every kind: a clear 4xx, never a 500 or a stack trace."""
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from .support import AUTH, unique_email
+
+TS = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}:\d{3}\+0000$")
+
+
+def assert_envelope(response, status, err="", response_code=None):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert list(body) == ["id", "ver", "ts", "params", "responseCode", "result"]
+    assert TS.match(body["ts"])
+    params = body["params"]
+    assert set(params) == {"resmsgid", "msgid", "err", "status", "errmsg"}
+    uuid.UUID(params["resmsgid"])
+    assert params["err"] == err
+    assert params["status"] == (err or "success")
+    assert bool(params["errmsg"]) == bool(err)
+    if response_code:
+        assert body["responseCode"] == response_code
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
+def test_msgid_comes_from_the_x_request_id_header_and_is_echoed(api):
+    response = api.client.post("/v1/otp/generate", json={"request": {"key": unique_email(), "type": "email"}},
+                               headers={**AUTH, "X-Request-ID": "gw-42"})
+    body = assert_envelope(response, 200)
+    assert body["params"]["msgid"] == "gw-42" and response.headers["X-Request-ID"] == "gw-42"
+
+
+def test_msgid_falls_back_to_params_msgid_then_a_new_uuid(api):
+    body = {"params": {"msgid": "from-body"}, "request": {"key": unique_email(), "type": "email"}}
+    response = api.client.post("/v1/otp/generate", json=body, headers=AUTH)
+    assert assert_envelope(response, 200)["params"]["msgid"] == "from-body"
+    response = api.client.post("/v1/otp/generate", json={"request": {"key": unique_email(), "type": "email"}},
+                               headers=AUTH)
+    uuid.UUID(assert_envelope(response, 200)["params"]["msgid"])
+
+
+def test_an_unsafe_request_id_is_replaced_not_echoed(api):
+    response = api.client.get("/health", headers={"X-Request-ID": "bad id <script>"})
+    msgid = assert_envelope(response, 200)["params"]["msgid"]
+    uuid.UUID(msgid)
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_unknown_route_is_404_in_the_envelope_with_or_without_a_key(api, with_key):
+    response = api.client.get("/v1/otp/nothing-here", headers=AUTH if with_key else {})
+    body = assert_envelope(response, 404, "RESOURCE_NOT_FOUND", "RESOURCE_NOT_FOUND")
+    assert body["params"]["errmsg"] == "Requested v1/otp/nothing-here resource not found."
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+@pytest.mark.parametrize("method,path", [("GET", "/v1/otp/generate"), ("PUT", "/v1/otp/verify"),
+                                         ("DELETE", "/health")])
+def test_wrong_method_is_405_in_the_envelope(api, with_key, method, path):
+    response = api.client.open(path, method=method, headers=AUTH if with_key else {})
+    assert_envelope(response, 405, "INVALID_REQUEST", "CLIENT_ERROR")
+
+
+def test_malformed_json_is_invalid_request(api):
+    response = api.client.post("/v1/otp/generate", data="{not json", headers={**AUTH, "Content-Type":
+                                                                              "application/json"})
+    assert_envelope(response, 400, "INVALID_REQUEST", "CLIENT_ERROR")
+
+
+def test_not_json_is_415(api):
+    response = api.client.post("/v1/otp/generate", data="key=a@b.com", headers={
+        **AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+    assert_envelope(response, 415, "INVALID_REQUEST")
+
+
+def test_body_over_16_kib_is_413(api):
+    padding = "x" * (16 * 1024)
+    response = api.client.post("/v1/otp/generate", json={"request": {"key": unique_email(), "type": "email",
+                                                                      "pad": padding}}, headers=AUTH)
+    assert_envelope(response, 413, "INVALID_REQUEST")
+
+
+@pytest.mark.parametrize("body", [[], "text", 5, None, {"request": "x"}, {"request": []}, {"other": {}},
+                                  {"request": None}])
+def test_wrong_body_shapes_are_4xx(api, body):
+    response = api.client.post("/v1/otp/generate", json=body, headers=AUTH)
+    assert 400 <= response.status_code < 500
+    assert_envelope(response, response.status_code, response.get_json()["params"]["err"])
+
+
+@pytest.mark.parametrize("field,value", [("userId", 5), ("userId", "x" * 500), ("templateId", ["a"]),
+                                         ("type", None), ("type", 7), ("key", None)])
+def test_wrong_field_types_are_4xx(api, field, value):
+    body = {"key": unique_email(), "type": "email", field: value}
+    response = api.client.post("/v1/otp/generate", json={"request": body}, headers=AUTH)
+    assert 400 <= response.status_code < 500
+    assert response.get_json()["params"]["err"] in (
+        "INVALID_VALUE", "MANDATORY_PARAMETER_MISSING", "INVALID_EMAIL")
+
+
+def test_an_unexpected_failure_is_a_500_envelope_without_a_trace(app, api):
+    service = app.extensions["otp_service"]
+    service.templates.check = lambda template_id: 1 / 0
+    response = api.generate(unique_email())
+    body = assert_envelope(response, 500, "SERVER_ERROR", "SERVER_ERROR")
+    assert body["params"]["errmsg"] == "Process failed, please try again."
+    assert "ZeroDivision" not in response.get_data(as_text=True)
+
+
+def test_store_down_is_503(app, api):
+    from otp_service.adapters.store import StoreUnavailable
+
+    def down(*args):
+        raise StoreUnavailable("unreachable")
+
+    app.extensions["otp_service"].store.get_otp = down
+    assert_envelope(api.generate(unique_email()), 503, "SERVER_ERROR", "SERVER_ERROR")
+
+
+def test_health_is_200_when_the_store_answers(api):
+    body = assert_envelope(api.client.get("/health"), 200)
+    assert body["id"] == "api.health"
+    assert body["result"] == {"name": "otp-service", "healthy": True,
+                              "checks": [{"name": "store", "healthy": True}]}
+
+
+def test_health_is_503_when_the_store_does_not(app, api):
+    from otp_service.adapters.store import StoreUnavailable
+
+    def down():
+        raise StoreUnavailable("unreachable")
+
+    app.extensions["otp_service"].store.ping = down
+    body = assert_envelope(api.client.get("/health"), 503, "SERVER_ERROR", "SERVER_ERROR")
+    assert body["result"]["healthy"] is False and body["result"]["checks"][0]["healthy"] is False

@@ -1,0 +1,181 @@
+"""The store contract: what every store (SQLite, Cassandra) must do for the OTP rules to hold.
+
+Runs once per store kind. Expiry is real time here (Cassandra's TTL cannot be faked), so those tests sleep briefly.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+from otp_service.adapters.store import BlockedRow, OtpRow
+
+
+def row(expires_in: float = 60.0, **fields) -> OtpRow:
+    now = time.time()
+    base = dict(
+        type="email", key=f"tok-{uuid.uuid4().hex}", otp="g1.cipher", created_on=now, updated_on=now,
+        expires_on=now + 600, retry_count=0, is_locked=False, locked_on=None, send_count=1, window_start=now,
+        last_sent_on=now, version=1, expires_at=now + expires_in,
+    )
+    base.update(fields)
+    return OtpRow(**base)
+
+
+def same_fields(a: OtpRow, b: OtpRow) -> bool:
+    """Equal but for float rounding to the millisecond (Cassandra timestamps)."""
+    for name in OtpRow.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if name == "expires_at":
+            continue
+        if isinstance(x, float) and isinstance(y, float):
+            if abs(x - y) > 0.002:
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def test_absent_row_reads_as_none(store):
+    assert store.get_otp("email", "no-such-token") is None
+
+
+def test_insert_then_read_returns_every_field(store):
+    written = row(retry_count=2, is_locked=True, locked_on=time.time(), otp=None, send_count=3)
+    assert store.insert_otp(written)
+    assert same_fields(store.get_otp("email", written.key), written)
+
+
+def test_rows_of_one_key_and_another_type_are_separate(store):
+    written = row()
+    assert store.insert_otp(written)
+    assert store.get_otp("phone", written.key) is None
+    assert store.insert_otp(replace(written, type="phone", otp="other"))
+    assert store.get_otp("email", written.key).otp == "g1.cipher"
+
+
+def test_insert_is_refused_while_a_live_row_exists(store):
+    written = row()
+    assert store.insert_otp(written)
+    assert not store.insert_otp(replace(written, otp="another"))
+    assert store.get_otp("email", written.key).otp == "g1.cipher"
+
+
+def test_update_is_a_compare_and_set_on_version(store):
+    written = row()
+    store.insert_otp(written)
+    assert store.update_otp(replace(written, retry_count=1, version=2), expected_version=1)
+    assert not store.update_otp(replace(written, retry_count=9, version=2), expected_version=1)
+    current = store.get_otp("email", written.key)
+    assert (current.retry_count, current.version) == (1, 2)
+
+
+def test_update_of_an_absent_row_does_nothing(store):
+    ghost = row()
+    assert not store.update_otp(replace(ghost, version=2), expected_version=1)
+    assert store.get_otp("email", ghost.key) is None
+
+
+def test_update_can_clear_a_field(store):
+    written = row()
+    store.insert_otp(written)
+    assert store.update_otp(replace(written, otp=None, version=2), expected_version=1)
+    assert store.get_otp("email", written.key).otp is None
+
+
+def test_delete_removes_the_row(store):
+    written = row()
+    store.insert_otp(written)
+    store.delete_otp("email", written.key)
+    assert store.get_otp("email", written.key) is None
+    assert store.insert_otp(written)
+
+
+def test_rows_expire_by_time_and_updates_carry_the_ttl(store):
+    """Nothing of a row is left after its expiry; an update sets the expiry anew (shorter or longer)."""
+    plain, shortened, extended = row(expires_in=1.2), row(expires_in=30), row(expires_in=1.2)
+    for written in (plain, shortened, extended):
+        assert store.insert_otp(written)
+    assert store.update_otp(replace(shortened, version=2, expires_at=time.time() + 1.2), 1)
+    assert store.update_otp(replace(extended, version=2, expires_at=time.time() + 30), 1)
+    time.sleep(2.6)
+    assert store.get_otp("email", plain.key) is None
+    assert store.get_otp("email", shortened.key) is None
+    assert store.get_otp("email", extended.key).version == 2
+    assert not store.update_otp(replace(plain, version=2), 1)
+    assert store.insert_otp(replace(plain, expires_at=time.time() + 60))  # an expired row is no obstacle
+    assert store.get_otp("email", plain.key).version == 1
+
+
+def test_blocks_are_recorded_and_expire(store):
+    now = time.time()
+    key, brief = f"tok-{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"
+    assert store.get_block("phone", key) is None
+    store.block_key(BlockedRow("phone", key, created_on=now, blocked_on=now, blocked_until=now + 3600))
+    store.block_key(BlockedRow("phone", brief, created_on=now, blocked_on=now, blocked_until=now + 1.2))
+    found = store.get_block("phone", key)
+    assert found.key == key and abs(found.blocked_until - (now + 3600)) < 0.01
+    assert store.get_block("email", key) is None
+    time.sleep(2.6)
+    assert store.get_block("phone", brief) is None
+    assert store.get_block("phone", key) is not None
+
+
+def test_a_later_block_replaces_an_earlier_one(store):
+    now = time.time()
+    key = f"tok-{uuid.uuid4().hex}"
+    store.block_key(BlockedRow("email", key, now, now, now + 60))
+    store.block_key(BlockedRow("email", key, now + 1, now + 1, now + 7200))
+    assert abs(store.get_block("email", key).blocked_until - (now + 7200)) < 0.01
+
+
+def test_parallel_inserts_create_exactly_one_row(make_store):
+    stores = [make_store() for _ in range(2)]
+    template = row()
+    results = []
+    barrier = threading.Barrier(10)
+
+    def insert(i):
+        barrier.wait()
+        results.append(stores[i % 2].insert_otp(replace(template, otp=f"writer-{i}")))
+
+    threads = [threading.Thread(target=insert, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    winner = stores[0].get_otp("email", template.key).otp
+    assert winner.startswith("writer-")
+
+
+def test_compare_and_set_counts_every_increment_exactly_once(make_store):
+    stores = [make_store() for _ in range(2)]
+    template = row()
+    stores[0].insert_otp(template)
+    applied = []
+    barrier = threading.Barrier(20)
+
+    def increment(i):
+        store = stores[i % 2]
+        barrier.wait()
+        while True:
+            current = store.get_otp("email", template.key)
+            if store.update_otp(replace(current, retry_count=current.retry_count + 1,
+                                        version=current.version + 1), current.version):
+                applied.append(i)
+                return
+
+    threads = [threading.Thread(target=increment, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = stores[0].get_otp("email", template.key)
+    assert sorted(applied) == list(range(20))
+    assert final.retry_count == 20 and final.version == 21
+
+
+def test_ping_answers(store):
+    store.ping()
