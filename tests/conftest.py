@@ -9,8 +9,35 @@ from otp_service.entrypoints.app import create_app
 
 from .support import Api, FakeClock, RecordingChannel, settings_for
 
-STORE_KINDS = ["sqlite"]
+STORE_KINDS = ["sqlite", "cassandra"]
 ENCRYPTION_KEY = new_key()
+
+
+_target = None
+
+
+def pytest_report_header(config):
+    from . import cassandra_target
+
+    return f"cassandra-backed tests: {cassandra_target.choose()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _target is not None:
+        terminalreporter.write_line(f"cassandra-backed tests ran against: {_target.description}")
+    else:
+        terminalreporter.write_line("cassandra-backed tests: none ran in this session")
+
+
+@pytest.fixture(scope="session")
+def cassandra_target():
+    """The session's Cassandra (a real cluster, testcontainers, or the CQL test server: see cassandra_target.py)."""
+    global _target
+    from . import cassandra_target as chooser
+
+    _target = chooser.start()
+    yield _target
+    chooser.finish(_target)
 
 
 @pytest.fixture(params=STORE_KINDS)

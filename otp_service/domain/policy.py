@@ -104,7 +104,7 @@ def plan_send(current: OtpState | None, now: float, limits: Limits) -> Send | Bl
 def cooldown_error(cooldown: int, wait: float) -> errors.OtpError:
     unit = "second" if cooldown == 1 else f"{cooldown} seconds"
     error = errors.rate_limit_exceeded(unit)
-    error.retry_after = max(1, math.ceil(wait))
+    error.retry_after = max(1, math.ceil(round(wait, 3)))  # stores keep milliseconds
     return error
 
 

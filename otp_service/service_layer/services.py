@@ -4,6 +4,7 @@ state, then act on it"; a lost compare-and-set means another request changed the
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class OtpService:
                 # Checked after the read: a block is written before its key's row is deleted, so a request that
                 # finds no row here also finds the block that removed it, and cannot start a new window.
                 self._refuse_if_blocked(contact, tokens)
-            now = self.clock()
+            now = self._now()
             plan = plan_send(self._decode(row), now, self.limits)
             if isinstance(plan, Block):
                 self._block(contact, tokens, now, plan.until)
@@ -110,14 +111,14 @@ class OtpService:
         return max(1, round(self.limits.code_ttl / 60))
 
     def _refuse_if_cached_block(self, contact: Contact, tokens: list[str]) -> None:
-        now = self.clock()
+        now = self._now()
         for token in tokens:
             until = self.lockout.get(_cache_id(contact.type.value, token), now)
             if until is not None:
                 raise errors.key_blocked(contact.type.value, _when(until))
 
     def _refuse_if_blocked(self, contact: Contact, tokens: list[str]) -> None:
-        now = self.clock()
+        now = self._now()
         for token in tokens:
             block = self.store.get_block(contact.type.value, token)
             if block is not None and block.blocked_until > now:
@@ -139,7 +140,7 @@ class OtpService:
         tokens = self.keys.lookup_tokens(contact.type.value, contact.key)
         for round_ in range(MAX_CAS_ROUNDS):
             row = self._load(contact.type.value, tokens)
-            verdict = check_code(self._decode(row), offered, self.clock(), self.limits)
+            verdict = check_code(self._decode(row), offered, self._now(), self.limits)
             if self._write(contact, row.key, row, verdict.state):
                 break
             _back_off(round_)
@@ -219,6 +220,10 @@ class OtpService:
         if current is None:
             return self.store.insert_otp(row)
         return self.store.update_otp(row, current.version)
+
+    def _now(self) -> float:
+        """The clock in whole milliseconds: what both stores keep, so a time read back equals the time written."""
+        return math.floor(self.clock() * 1000) / 1000
 
     def check_health(self) -> bool:
         try:

@@ -1,0 +1,155 @@
+"""What only the Cassandra store has: the migrate command, driver settings, fork safety, outages.
+
+Runs against the session's Cassandra target (a real cluster, testcontainers, or the CQL test server).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from cassandra import ConsistencyLevel
+
+from otp_service.adapters.cassandra_migrate import (
+    MigrationError, default_cql_dir, load_files, migrate, migrate_cluster, split_statements,
+)
+from otp_service.adapters.cassandra_store import CassandraStore, build_cluster
+from otp_service.adapters.store import StoreUnavailable
+from otp_service.config import CassandraSettings
+
+from .test_store_contract import row
+
+pytestmark = pytest.mark.cassandra
+
+
+@pytest.fixture
+def session(cassandra_target):
+    cluster = build_cluster(replace(cassandra_target.settings, request_timeout=30.0))
+    yield cluster.connect()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def scratch_keyspace(session):
+    name = f"otp_mig_{uuid.uuid4().hex[:8]}"
+    yield name
+    session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+
+
+def test_split_statements_ignores_comments_and_quoted_semicolons():
+    text = "-- a; comment\nCREATE TABLE t (a text) WITH comment = 'x; y';\n/* b; */ USE k; // c;\n"
+    assert split_statements(text) == ["CREATE TABLE t (a text) WITH comment = 'x; y'", "USE k"]
+
+
+def test_cql_files_are_numbered_idempotent_and_partitioned_by_type_and_key():
+    files = load_files(default_cql_dir(), "otp")
+    assert [f.name for f in files] == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql"]
+    for f in files:
+        for statement in f.statements:
+            if statement.upper().startswith("CREATE"):
+                assert "IF NOT EXISTS" in statement.upper()
+    assert "PRIMARY KEY ((type, key))" in files[1].statements[-1]
+    assert "PRIMARY KEY ((type, key))" in files[2].statements[-1]
+    keyspace_file = (default_cql_dir() / "001_keyspace.cql").read_text()
+    assert "SimpleStrategy" in keyspace_file and "NetworkTopologyStrategy" in keyspace_file
+
+
+def test_migrate_applies_each_file_once_and_records_it(session, cassandra_target, scratch_keyspace):
+    said = []
+    applied = migrate_cluster(cassandra_target.settings, scratch_keyspace, default_cql_dir(), say=said.append)
+    assert applied == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql"]
+    recorded = dict(session.execute(f"SELECT filename, checksum FROM {scratch_keyspace}.schema_migrations"))
+    assert recorded == {f.name: f.checksum for f in load_files(default_cql_dir(), scratch_keyspace)}
+    tables = {r[0] for r in session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (scratch_keyspace,))}
+    assert {"otp", "blocked_key", "schema_migrations"} <= tables
+    again = []
+    assert migrate_cluster(cassandra_target.settings, scratch_keyspace, default_cql_dir(), say=again.append) == []
+    assert all(line.startswith("skip") for line in again)
+
+
+def test_migrate_refuses_a_changed_file(session, cassandra_target, scratch_keyspace, tmp_path):
+    folder = tmp_path / "cql"
+    shutil.copytree(default_cql_dir(), folder)
+    migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, say=lambda _: None)
+    with (folder / "002_otp.cql").open("a") as handle:
+        handle.write("\n-- an edit after the fact\n")
+    with pytest.raises(MigrationError, match="002_otp.cql"):
+        migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, say=lambda _: None)
+
+
+def test_migrate_applies_a_new_file_and_dry_run_applies_nothing(session, cassandra_target, scratch_keyspace,
+                                                                tmp_path):
+    folder = tmp_path / "cql"
+    shutil.copytree(default_cql_dir(), folder)
+    migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, say=lambda _: None)
+    (folder / "004_extra.cql").write_text("USE otp;\nCREATE TABLE IF NOT EXISTS extra (id text PRIMARY KEY);\n")
+    said = []
+    assert migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, dry_run=True, say=said.append) == []
+    assert any("would apply 004_extra.cql" in line for line in said)
+    assert migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, say=lambda _: None) == [
+        "004_extra.cql"]
+
+
+def test_the_store_uses_local_quorum_and_local_serial(cassandra_target):
+    store = cassandra_target.new_store()
+    try:
+        written = row()
+        assert store.insert_otp(written)
+        store.get_otp("email", written.key)
+        profile = store._cluster.profile_manager.default
+        assert profile.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+        assert profile.serial_consistency_level == ConsistencyLevel.LOCAL_SERIAL
+        server = cassandra_target.server
+        if server is not None:  # the CQL test server also records what the driver sent
+            seen = [s for s in server.seen_consistencies if "INTO otp (" in s[0] or "FROM otp WHERE" in s[0]]
+            assert seen and all(str(c) == "LOCAL_QUORUM" for _, c, _ in seen)
+            assert any(str(serial) == "LOCAL_SERIAL" for text, _, serial in seen if text.startswith("INSERT"))
+    finally:
+        store.close()
+
+
+def test_a_forked_child_opens_its_own_session(cassandra_target):
+    store = cassandra_target.new_store()
+    written = row()
+    store.insert_otp(written)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: must not use the parent's connections
+        try:
+            ok = store.get_otp("email", written.key) is not None and store._pid == os.getpid()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    try:
+        assert answer == b"1"
+        assert store.get_otp("email", written.key) is not None  # the parent's session still works
+    finally:
+        store.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_cluster_is_store_unavailable_quickly_then_not_retried_at_once():
+    store = CassandraStore(CassandraSettings(contact_points=("127.0.0.1",), port=_closed_port(),
+                                             connect_timeout=1.0, request_timeout=1.0))
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.get_otp("email", "x")
+    assert time.monotonic() - started < 15
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.ping()
+    assert time.monotonic() - started < 0.5  # within the reconnect pause: answered at once
