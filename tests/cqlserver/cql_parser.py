@@ -701,6 +701,8 @@ class Parser:
         if self.tok.kind == "sym" and self.tok.value == "[":
             raise InvalidRequest("element assignments (c[k] = v) are not supported by the CQL test server")
         self.expect_sym("=")
+        if self.tok.kind in ("ident", "qident") and self.peek().kind == "sym" and self.peek().value in ("+", "-"):
+            raise InvalidRequest("collection and counter operations (c = c + v) are not supported by the CQL test server")
         value = self.term()
         if self.tok.kind == "sym" and self.tok.value in ("+", "-"):
             raise InvalidRequest("collection and counter operations (c = c + v) are not supported by the CQL test server")
