@@ -178,6 +178,12 @@ class Settings:
         from .adapters.notifications.settings import DeliverySettings
         from .adapters.user_directory import DirectorySettings
 
+        delivery = DeliverySettings.from_env(env)
+        if mode == "production":
+            # The console channel prints codes on standard output: never where real people receive them.
+            for name, chosen in (("OTP_SMS_CHANNEL", delivery.sms_channel), ("OTP_EMAIL_CHANNEL", delivery.email_channel)):
+                if chosen == "console":
+                    raise ConfigError(f"{name}=console is for development only; choose a real channel when OTP_ENV=production")
         return cls(
             env=mode,
             api_key_hashes=api_keys,
@@ -192,7 +198,7 @@ class Settings:
             cassandra=cassandra,
             installation=env.str("OTP_INSTALLATION_NAME", "Sunbird"),
             log_level=env.choice("OTP_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
-            delivery=DeliverySettings.from_env(env),
+            delivery=delivery,
             directory=DirectorySettings.from_env(env),
         )
 

@@ -7,6 +7,15 @@ from otp_service.adapters.crypto import new_key
 from otp_service.config import ConfigError, Settings
 
 
+# A complete production configuration: keys, and a real channel for each type.
+PRODUCTION = {
+    "OTP_ENV": "production", "OTP_API_KEYS": "a" * 64, "OTP_ENCRYPTION_KEYS": new_key(),
+    "OTP_SMS_CHANNEL": "twilio", "OTP_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "OTP_TWILIO_AUTH_TOKEN": "token",
+    "OTP_TWILIO_FROM_NUMBER": "+14155550100", "OTP_EMAIL_CHANNEL": "smtp", "OTP_SMTP_HOST": "mail.example.org",
+    "OTP_SMTP_FROM": "no-reply@example.org",
+}
+
+
 def test_defaults_are_the_contracts():
     settings = Settings.from_env({})
     limits = settings.limits
@@ -47,8 +56,14 @@ def test_production_refuses_to_start_without_api_keys_or_encryption_keys():
         Settings.from_env({"OTP_ENV": "production", "OTP_ENCRYPTION_KEYS": new_key()})
     with pytest.raises(ConfigError, match="OTP_ENCRYPTION_KEYS"):
         Settings.from_env({"OTP_ENV": "production", "OTP_API_KEYS": "a" * 64})
-    assert Settings.from_env({"OTP_ENV": "production", "OTP_API_KEYS": "a" * 64,
-                              "OTP_ENCRYPTION_KEYS": new_key()}).production
+    assert Settings.from_env(PRODUCTION).production
+
+
+@pytest.mark.parametrize("name", ["OTP_SMS_CHANNEL", "OTP_EMAIL_CHANNEL"])
+def test_production_refuses_the_development_console_channel(name):
+    env = {**PRODUCTION, name: "console"}
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(env)
 
 
 def test_country_code_is_accepted_with_or_without_plus():
