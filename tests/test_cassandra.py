@@ -153,3 +153,23 @@ def test_an_unreachable_cluster_is_store_unavailable_quickly_then_not_retried_at
     with pytest.raises(StoreUnavailable):
         store.ping()
     assert time.monotonic() - started < 0.5  # within the reconnect pause: answered at once
+
+
+def test_the_migrate_command_applies_then_skips(cassandra_target, scratch_keyspace, monkeypatch, capsys):
+    from otp_service.entrypoints.cli import main
+
+    for name, value in cassandra_target.env().items():
+        monkeypatch.setenv(name, value)
+    assert main(["migrate", "--keyspace", scratch_keyspace]) == 0
+    first = capsys.readouterr().out
+    assert first.count("apply ") == 3
+    assert main(["migrate", "--keyspace", scratch_keyspace]) == 0
+    assert capsys.readouterr().out.count("skip ") == 3
+
+
+def test_the_migrate_command_without_a_cluster_names_the_variable(monkeypatch, capsys):
+    from otp_service.entrypoints.cli import main
+
+    monkeypatch.delenv("OTP_CASSANDRA_CONTACT_POINTS", raising=False)
+    assert main(["migrate"]) == 2
+    assert "OTP_CASSANDRA_CONTACT_POINTS" in capsys.readouterr().err
