@@ -402,6 +402,49 @@ def test_ttl_writetime_and_expiry(server, session, ks):
     assert session.execute("SELECT a, WRITETIME(a), TTL(a) FROM t WHERE k = 'marker'").one() == (None, None, None)
 
 
+def test_client_timestamps_are_used_for_writetime(server):
+    c = Cluster(["127.0.0.1"], port=server.port, timestamp_generator=lambda: 4242)
+    try:
+        s = c.connect()
+        s.execute("CREATE KEYSPACE IF NOT EXISTS ts_ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}")
+        s.execute("CREATE TABLE IF NOT EXISTS ts_ks.t (k int PRIMARY KEY, v text)")
+        s.execute("INSERT INTO ts_ks.t (k, v) VALUES (1, 'a')")
+        assert s.execute("SELECT WRITETIME(v) FROM ts_ks.t WHERE k = 1").one()[0] == 4242
+        # lightweight transactions take a server-side (paxos) timestamp, as in Cassandra
+        s.execute("UPDATE ts_ks.t SET v = 'b' WHERE k = 1 IF v = 'a'")
+        assert s.execute("SELECT WRITETIME(v) FROM ts_ks.t WHERE k = 1").one()[0] > 4242
+        s.execute("DROP KEYSPACE ts_ks")
+    finally:
+        c.shutdown()
+
+
+def test_identifiers_comments_collections_and_markers(server, cluster, session, ks):
+    session.execute('CREATE TABLE "Tab" ("Key" int, c int, "Val" text, tags set<text>, l list<int>, '
+                    "m map<text, text>, PRIMARY KEY (\"Key\", c)) -- a comment\n /* and a block comment */;")
+    assert [c.name for c in cluster.metadata.keyspaces[ks].tables["Tab"].partition_key] == ["Key"]
+    session.execute("INSERT INTO \"Tab\" (\"Key\", c, \"Val\", tags, l, m) VALUES (1, 1, 'it''s', {}, [3, 1, 3], "
+                    "{'b': '1', 'a': '2'}) // trailing comment")
+    row = session.execute('SELECT "Val", tags, l, m FROM "Tab" WHERE "Key" = 1 AND c = 1').one()
+    assert row.Val == "it's" and row.tags is None  # an empty non-frozen collection is null
+    assert row.l == [3, 1, 3] and list(row.m.items()) == [("a", "2"), ("b", "1")]
+    session.execute('INSERT INTO "Tab" ("Key", c) VALUES (2, 1)')
+    session.execute('INSERT INTO "Tab" ("Key", c) VALUES (2, 2)')
+    prepared = session.prepare('SELECT "Key", c FROM "Tab" WHERE "Key" IN ? LIMIT ?')
+    assert [m.name for m in prepared.column_metadata] == ["in(Key)", "[limit]"]
+    assert [tuple(r) for r in session.execute(prepared, ([2, 1], 2))] == [(2, 1), (2, 2)]
+    assert sorted(r.Key for r in session.execute('SELECT DISTINCT "Key" FROM "Tab"')) == [1, 2]
+    with pytest.raises(InvalidRequest):
+        session.execute("INSERT INTO \"Tab\" (\"Key\", c, tags) VALUES (1, 3, {'a', null})")
+    # a condition on a missing row compares against null (Cassandra's ColumnCondition semantics)
+    rs = session.execute('UPDATE "Tab" SET "Val" = \'new\' WHERE "Key" = 9 AND c = 9 IF "Val" = null')
+    assert rs.was_applied
+    batch = BatchStatement()
+    batch.add(SimpleStatement("INSERT INTO \"Tab\" (\"Key\", c) VALUES (3, 1) IF NOT EXISTS"))
+    batch.add(SimpleStatement("UPDATE \"Tab\" SET \"Val\" = 'x' WHERE \"Key\" = 3 AND c = 1 IF \"Val\" = 'y'"))
+    with pytest.raises(InvalidRequest):
+        session.execute(batch)
+
+
 def test_default_time_to_live(server, session, ks):
     session.execute("CREATE TABLE t (k int PRIMARY KEY, v text) WITH default_time_to_live = 50")
     session.execute("INSERT INTO t (k, v) VALUES (1, 'a')")

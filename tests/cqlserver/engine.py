@@ -1084,6 +1084,13 @@ def cas_result(table: Table, applied: bool, rows: List[RowView], columns: Option
     return RowsResult(specs, out)
 
 
+def _stored(col: Column, v):
+    """A non-frozen collection set to an empty value is a deletion in Cassandra (it reads back as null)."""
+    if v is not None and v is not UNSET and col.type.is_multicell and len(v) == 0:
+        return None
+    return v
+
+
 class CompiledInsert(CompiledModification):
     kind = "INSERT"
 
@@ -1138,7 +1145,7 @@ class CompiledInsert(CompiledModification):
         for col, getter in self.values:
             if col.is_primary_key:
                 continue
-            v = getter(ctx)
+            v = _stored(col, getter(ctx))
             if v is UNSET:
                 continue
             cells[col.name] = Cell(v, ts, expires if v is not None else None, ttl if v is not None else 0)
@@ -1173,7 +1180,7 @@ class CompiledUpdate(CompiledModification):
         expires = ctx.now + ttl if ttl else None
         cells = {}
         for col, getter in self.assignments:
-            v = getter(ctx)
+            v = _stored(col, getter(ctx))
             if v is UNSET:
                 continue
             cells[col.name] = Cell(v, ts, expires if v is not None else None, ttl if v is not None else 0)
@@ -1265,6 +1272,7 @@ class CompiledBatch(Compiled):
         plan = []
         table = None
         pk = None
+        row_kinds: Dict[tuple, str] = {}
         for stmt, values in self.statements:
             sctx = self._sub_ctx(ctx, values, None)
             keys = stmt.keys(sctx)
@@ -1279,6 +1287,14 @@ class CompiledBatch(Compiled):
                     raise InvalidRequest("Batch with conditions cannot span multiple partitions")
             if stmt.conditional and len(keys) != 1:
                 raise InvalidRequest("IN on the clustering key columns is not supported with conditional updates")
+            if stmt.conditional:
+                kind = "not_exists" if stmt.if_not_exists else "exists" if stmt.if_exists else "columns"
+                previous = row_kinds.setdefault(keys[0][1], kind)
+                if previous != kind:
+                    if "columns" in (previous, kind):
+                        raise InvalidRequest("Cannot mix IF conditions and IF %sEXISTS for the same row"
+                                             % ("NOT " if "not_exists" in (previous, kind) else ""))
+                    raise InvalidRequest("Cannot mix IF EXISTS and IF NOT EXISTS conditions for the same row")
             plan.append((stmt, sctx, keys))
         applied = True
         checked_rows: List[Tuple[tuple, Optional[RowView]]] = []

@@ -13,7 +13,7 @@ import struct
 from typing import Dict, List, Optional, Tuple
 
 from .cql_types import UNSET
-from .engine import (BatchEntry, ColumnSpec, PreparedResult, QueryParams, RowsResult, SchemaChangeResult,
+from .engine import (CONSISTENCY_NAMES, BatchEntry, ColumnSpec, PreparedResult, QueryParams, RowsResult, SchemaChangeResult,
                      SetKeyspaceResult, VoidResult)
 from .errors import CqlError, ProtocolError
 
@@ -119,10 +119,17 @@ class Reader:
         return out
 
 
+def read_consistency(r: Reader) -> int:
+    code = r.short()
+    if code not in CONSISTENCY_NAMES:
+        raise ProtocolError("Unknown code %d for a consistency level" % code)
+    return code
+
+
 def read_query_params(r: Reader) -> QueryParams:
     """<consistency><flags>[<n>[name_1]<value_1>...][<result_page_size>][<paging_state>][<serial_consistency>][<timestamp>]"""
     p = QueryParams()
-    p.consistency = r.short()
+    p.consistency = read_consistency(r)
     flags = r.byte()
     if flags & Q_VALUES:
         n = r.short()
@@ -138,7 +145,7 @@ def read_query_params(r: Reader) -> QueryParams:
     if flags & Q_PAGING_STATE:
         p.paging_state = r.bytes()
     if flags & Q_SERIAL_CONSISTENCY:
-        p.serial_consistency = r.short()
+        p.serial_consistency = read_consistency(r)
     if flags & Q_DEFAULT_TIMESTAMP:
         p.timestamp = r.long()
         if p.timestamp < 0:
@@ -165,10 +172,10 @@ def read_batch(r: Reader) -> Tuple[int, List[BatchEntry], QueryParams]:
         for _ in range(count):
             r.value()
     params = QueryParams()
-    params.consistency = r.short()
+    params.consistency = read_consistency(r)
     flags = r.byte()
     if flags & Q_SERIAL_CONSISTENCY:
-        params.serial_consistency = r.short()
+        params.serial_consistency = read_consistency(r)
     if flags & Q_DEFAULT_TIMESTAMP:
         params.timestamp = r.long()
     if flags & Q_NAMES:
