@@ -585,6 +585,8 @@ def test_concurrent_compare_and_set(server, cluster, session, ks):
     ("SELECT * FROM t WHERE k = 1 AND", SyntaxException),
     ("INSERT INTO t (k, v) VALUES (1, 'unterminated)", SyntaxException),
     ("GRANT SELECT ON t TO bob", InvalidRequest),
+    ("SELECT limit FROM t", SyntaxException),  # reserved keywords are identifiers only when double-quoted
+    ("CREATE TABLE t2 (order int PRIMARY KEY)", SyntaxException),
     ("INSERT INTO system.local (key) VALUES ('x')", Unauthorized),
 ])
 def test_unsupported_or_invalid_statements_are_errors(server, session, ks, statement, error):

@@ -311,6 +311,15 @@ class Parsed:
 # ---------------------------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------------------------
+# Reserved keywords (CQL reference, Appendix A): usable as identifiers only when double-quoted.
+RESERVED = {
+    "add", "allow", "alter", "and", "apply", "asc", "authorize", "batch", "begin", "by", "columnfamily", "create",
+    "default", "delete", "desc", "describe", "drop", "entries", "execute", "from", "full", "grant", "if", "in",
+    "index", "infinity", "insert", "into", "keyspace", "limit", "modify", "nan", "norecursive", "not", "null", "of",
+    "on", "or", "order", "primary", "rename", "replace", "revoke", "schema", "select", "set", "table", "to", "token",
+    "truncate", "unlogged", "unset", "update", "use", "using", "view", "where", "with",
+}
+
 TABLE_OPTIONS = {
     "comment", "default_time_to_live", "gc_grace_seconds", "bloom_filter_fp_chance", "caching",
     "compaction", "compression", "crc_check_chance", "memtable_flush_period_in_ms",
@@ -369,7 +378,7 @@ class Parser:
 
     def ident(self, what: str = "identifier") -> str:
         t = self.tok
-        if t.kind in ("ident", "qident"):
+        if t.kind == "qident" or (t.kind == "ident" and t.value not in RESERVED):
             self.advance()
             return t.value
         self.error(what)
@@ -650,10 +659,8 @@ class Parser:
                 sel = Selector(fname, col)
             else:
                 raise InvalidRequest("Unknown function '%s'" % fname)
-        elif t.kind in ("ident", "qident"):
-            sel = Selector("column", self.advance().value)
         else:
-            self.error("a selector")
+            sel = Selector("column", self.ident("a selector"))
         if self.accept_kw("as"):
             sel.alias = self.ident("alias")
         return sel
