@@ -669,6 +669,52 @@ def test_raw_protocol_version_negotiation_and_error_codes(server):
         assert struct.unpack(">i", _read_frame(sock)[3][:4])[0] == 0x2000
 
 
+def _query(sock, text, values=None, names=None, stream=1, consistency=0x0006):
+    """QUERY with optional values ([value]s: bytes, None for null, -2 for `not set`) and names (flag 0x40)."""
+    q = text.encode()
+    body = struct.pack(">i", len(q)) + q + struct.pack(">H", consistency)
+    if values is None:
+        body += b"\x00"
+    else:
+        body += bytes([0x01 | (0x40 if names else 0)]) + struct.pack(">H", len(values))
+        for i, v in enumerate(values):
+            if names:
+                body += _string(names[i])
+            if v is None:
+                body += struct.pack(">i", -1)
+            elif v == -2:
+                body += struct.pack(">i", -2)
+            else:
+                body += struct.pack(">i", len(v)) + v
+    sock.sendall(_frame(0x07, body, stream=stream))
+    version, got_stream, opcode, resp = _read_frame(sock)
+    assert got_stream == stream
+    return opcode, resp
+
+
+def test_raw_named_and_unset_values(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        _startup(sock)
+        assert _query(sock, "CREATE KEYSPACE raw_ks WITH replication = {'class': 'SimpleStrategy', "
+                            "'replication_factor': 1}")[0] == 0x08
+        assert _query(sock, "CREATE TABLE raw_ks.t (k int PRIMARY KEY, a text, b text)")[0] == 0x08
+        opcode, resp = _query(sock, "INSERT INTO raw_ks.t (k, a, b) VALUES (:k, :a, :b)",
+                              [b"x", struct.pack(">i", 1), b"y"], names=["a", "k", "b"])
+        assert opcode == 0x08 and struct.unpack(">i", resp[:4])[0] == 1  # Void
+        # `not set` leaves b alone; null deletes a
+        _query(sock, "UPDATE raw_ks.t SET a = ?, b = ? WHERE k = ?", [None, -2, struct.pack(">i", 1)])
+        opcode, resp = _query(sock, "SELECT a, b FROM raw_ks.t WHERE k = 1")
+        assert opcode == 0x08 and struct.unpack(">i", resp[:4])[0] == 2 and resp.endswith(
+            struct.pack(">i", 1) + struct.pack(">i", -1) + struct.pack(">i", 1) + b"y")
+        opcode, resp = _query(sock, "SELECT a FROM raw_ks.t WHERE k = ?", [b"\x00\x01"])  # 2 bytes for an int
+        assert opcode == 0x00 and struct.unpack(">i", resp[:4])[0] == 0x2200
+        opcode, resp = _query(sock, "SELECT a FROM raw_ks.t WHERE k = ?", [])
+        assert opcode == 0x00 and struct.unpack(">i", resp[:4])[0] == 0x2200
+        opcode, resp = _query(sock, "SELECT a FROM raw_ks.t", consistency=0x0042)
+        assert opcode == 0x00 and struct.unpack(">i", resp[:4])[0] == 0x000A
+        assert _query(sock, "DROP KEYSPACE raw_ks")[0] == 0x08
+
+
 def test_pipelined_requests_on_one_connection(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         _startup(sock)

@@ -691,7 +691,7 @@ class CompiledSelect(Compiled):
                 if state != "eq":
                     needs_filtering = True
                     break
-                if any(op not in ("=",) for op, _ in r[c.name]):
+                if any(op not in ("=", "IN") for op, _ in r[c.name]):
                     state = "slice"
         for name in r:
             col = t.columns[name]
