@@ -24,19 +24,18 @@ import decimal
 import hashlib
 import ipaddress
 import itertools
-import math
 import re
 import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import cql_parser as P
 from . import cql_types as T
 from .cql_types import UNSET, CqlType
-from .errors import (AlreadyExists, ConfigurationException, CqlError, InvalidRequest, ProtocolError,
+from .errors import (AlreadyExists, ConfigurationException, InvalidRequest, ProtocolError,
                      SyntaxException, Unauthorized, Unprepared)
 
 MAX_TTL = 20 * 365 * 24 * 60 * 60  # Cassandra's maximum TTL (20 years)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Set
+from typing import List, Optional, Set
 
 from . import protocol as W
 from .engine import Engine, SchemaChangeResult, SetKeyspaceResult

@@ -9,7 +9,7 @@ Rows are computed from the engine's schema on every read, so they always reflect
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 from . import cql_types as T
 from .engine import Column, Engine, Keyspace, Table
