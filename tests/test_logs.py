@@ -1,10 +1,24 @@
-"""Logs: one line per request with msgid, route, outcome and latency; keys masked; codes never written."""
+"""Logs: JSON lines, one object per line; one line per request with msgid, route, outcome and latency; keys
+masked; codes never written."""
 from __future__ import annotations
 
+import json
 import logging
-import re
+
+from otp_service.entrypoints.logs import JsonFormatter
 
 from .support import AUTH, unique_email, unique_phone, wrong_code
+
+
+def json_lines(stderr: str) -> list[dict]:
+    """Every line the service wrote to standard error, each of which must be one JSON object."""
+    lines = []
+    for text in stderr.splitlines():
+        if text.strip():
+            line = json.loads(text)
+            assert isinstance(line, dict), text
+            lines.append(line)
+    return lines
 
 
 def test_a_full_run_logs_no_code_email_or_phone(api, channel, caplog, capsys, clock):
@@ -20,33 +34,59 @@ def test_a_full_run_logs_no_code_email_or_phone(api, channel, caplog, capsys, cl
     api.verify(email, "12ab")
     captured = capsys.readouterr()
     text = caplog.text + captured.err + captured.out
-    assert "request route=/v1/otp/generate" in caplog.text
+    lines = json_lines(captured.err)
+    requests = [line for line in lines if line["message"] == "request"]
+    assert any(line["route"] == "/v1/otp/generate" for line in requests)
     for secret in (email, phone, phone[3:], email.split("@")[0], *channel.codes_for(email),
                    *channel.codes_for(phone)):
         assert secret not in text, f"{secret!r} appeared in the logs"
-    assert "u***@e***.com" in caplog.text and f"+91{'*' * 8}{phone[-2:]}" in caplog.text
+    keys = {line["key"] for line in requests}
+    assert "u***@e***.com" in keys and f"+91{'*' * 8}{phone[-2:]}" in keys
 
 
-def test_each_request_logs_one_line_with_msgid_route_outcome_and_latency(api, caplog):
+def test_each_request_logs_one_line_with_msgid_route_outcome_and_latency(api, caplog, capsys):
     caplog.set_level(logging.INFO, logger="otp_service")
+    capsys.readouterr()
     api.client.post("/v1/otp/generate", json={"request": {"key": unique_email(), "type": "email"}},
                     headers={**AUTH, "X-Request-ID": "trace-me-1"})
-    lines = [r for r in caplog.records if r.getMessage().startswith("request ")]
+    lines = [line for line in json_lines(capsys.readouterr().err) if line["message"] == "request"]
     assert len(lines) == 1
     line = lines[0]
-    assert line.msgid == "trace-me-1"
-    assert re.search(r"route=/v1/otp/generate .*status=200 .*outcome=sent .*latency_ms=\d+\.\d", line.getMessage())
+    assert line["msgid"] == "trace-me-1"
+    assert line["route"] == "/v1/otp/generate" and line["method"] == "POST"
+    assert line["status"] == 200 and line["err"] == "" and line["outcome"] == "sent"
+    assert line["key"] == "u***@e***.com"
+    assert isinstance(line["latency_ms"], float) and line["latency_ms"] >= 0
+    assert {"ts", "level", "logger"} <= line.keys()
+    # caplog sees the same record, its fields as attributes
+    [record] = [r for r in caplog.records if r.getMessage() == "request"]
+    assert record.msgid == "trace-me-1" and record.status == 200
 
 
-def test_every_line_of_a_request_carries_its_msgid(api, caplog):
+def test_every_line_of_a_request_carries_its_msgid(api, caplog, capsys):
     from otp_service.adapters.notifications import DeliveryError
 
     caplog.set_level(logging.INFO, logger="otp_service")
+    capsys.readouterr()
     channel = api.client.application.extensions["otp_service"].channels
     for ch in channel.values():
         ch.failure = DeliveryError("recording", "down", provider_code=20003)
     api.client.post("/v1/otp/generate", json={"request": {"key": unique_email(), "type": "email"}},
                     headers={**AUTH, "X-Request-ID": "trace-me-2"})
-    mine = [r for r in caplog.records if getattr(r, "msgid", None) == "trace-me-2"]
-    assert any("delivery failed" in r.getMessage() and "provider_code=20003" in r.getMessage() for r in mine)
-    assert any(r.getMessage().startswith("request ") for r in mine)
+    mine = [line for line in json_lines(capsys.readouterr().err) if line["msgid"] == "trace-me-2"]
+    assert any("delivery failed" in line["message"] and "provider_code=20003" in line["message"] for line in mine)
+    assert any(line["message"] == "request" and line["err"] == "DELIVERY_FAILED" and line["status"] == 502
+               for line in mine)
+
+
+def test_a_traceback_stays_inside_its_one_line():
+    try:
+        raise RuntimeError("boom\nsecond line")
+    except RuntimeError:
+        record = logging.getLogger("otp_service.test").makeRecord(
+            "otp_service.test", logging.ERROR, __file__, 1, "failed", (), exc_info=__import__("sys").exc_info()
+        )
+    text = JsonFormatter().format(record)
+    assert "\n" not in text
+    line = json.loads(text)
+    assert line["message"] == "failed" and "RuntimeError: boom" in line["exc"] and line["msgid"] == "-"

@@ -1,12 +1,13 @@
-"""The Flask app factory: one app per process, one error handler that answers every failure in the envelope."""
+"""The Flask app factory: one app per process, one error handler that answers every failure in the envelope,
+one JSON log line and one set of metrics per request."""
 from __future__ import annotations
 
 import logging
 import time
 from typing import Callable
 
-from flask import Flask, g, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..adapters.notifications import Channel
 from ..adapters.store import Store, StoreUnavailable
@@ -20,6 +21,8 @@ from ..service_layer.services import ContentionError
 from . import api
 from .envelope import respond_error
 from .logs import configure_logging, development_api_key
+from .metrics import CONTENT_TYPE, Metrics
+from .openapi import document as openapi_document
 
 MAX_BODY_BYTES = 16 * 1024
 log = logging.getLogger("otp_service.http")
@@ -47,10 +50,31 @@ def create_app(
     app.extensions["otp_service"] = service
     for contact_type, channel in service.channels.items():
         log.info("channel for %s: %s", contact_type.value, channel.describe())
+    app.extensions["otp_metrics"] = Metrics(
+        channels=tuple(sorted({channel.name for channel in service.channels.values()})), store=service.store.name
+    )
     app.register_blueprint(api.bp)
+    _register_operator_routes(app)
     _register_error_handlers(app)
     _register_request_log(app)
     return app
+
+
+def _metrics() -> Metrics:
+    return current_app.extensions["otp_metrics"]
+
+
+def _register_operator_routes(app: Flask) -> None:
+    """Two read-only routes for operators and tools, with no API key: neither can reveal a key, a code or a user."""
+    spec = openapi_document()
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(_metrics().exposition(), mimetype=None, content_type=CONTENT_TYPE)
+
+    @app.get("/v1/otp/openapi.json")
+    def openapi():
+        return app.json.response(spec)
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -60,16 +84,21 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        return respond_error(_from_http(error))
+        response = respond_error(_from_http(error))
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))  # RFC 9110: a 405 names them
+        return response
 
     @app.errorhandler(StoreUnavailable)
     def store_down(error: StoreUnavailable):
         log.error("store unavailable: %s", error)
+        _metrics().store_error("unavailable")
         return respond_error(errors.server_error(503))
 
     @app.errorhandler(ContentionError)
     def contention(error: ContentionError):
         log.warning("too many concurrent writes on key=%s", error)
+        _metrics().store_error("contention")
         failure = errors.server_error(503)
         failure.retry_after = 1
         return respond_error(failure)
@@ -103,17 +132,54 @@ def _shown_path() -> str:
 
 
 def _register_request_log(app: Flask) -> None:
+    """One JSON line and one set of metrics per request, whatever answered it (a route or an error handler)."""
+
     @app.before_request
     def start_clock():
         g.started = time.perf_counter()
 
     @app.after_request
     def log_request(response):
-        latency_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        log.info(
-            "request route=%s method=%s status=%s err=%s outcome=%s key=%s latency_ms=%.1f",
-            rule, request.method, response.status_code, g.get("err", "") or "-", g.get("outcome", "-"),
-            g.get("masked_key", "-"), latency_ms,
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        err = g.get("err", "") or ""
+        status = response.status_code
+        metrics = _metrics()
+        metrics.observe_request(route, request.method, status, err, seconds)
+        if route == "/v1/otp/generate":
+            _count_delivery_and_block(metrics, status, err)
+        elif route == "/health" and status == 503:
+            metrics.store_error("unavailable")
+        level = logging.DEBUG if route == "/metrics" else logging.WARNING if status >= 500 else logging.INFO
+        log.log(
+            level,
+            "request",
+            extra={
+                "route": route,
+                "method": request.method,
+                "status": status,
+                "err": err,
+                "outcome": g.get("outcome"),
+                "key": g.get("masked_key"),
+                "latency_ms": round(seconds * 1000, 1),
+            },
         )
         return response
+
+
+def _count_delivery_and_block(metrics: Metrics, status: int, err: str) -> None:
+    """A generate that reached its channel answers 200 (accepted) or DELIVERY_FAILED; MAX_LIMIT_EXHAUSTED is
+    answered only after the block was written. Both happen after the body was validated, so its type is good."""
+    if status != 200 and err not in ("DELIVERY_FAILED", "MAX_LIMIT_EXHAUSTED"):
+        return
+    body = request.get_json(silent=True) if request.is_json else None
+    try:
+        contact_type = ContactType.parse(body["request"]["type"])
+    except (OtpError, KeyError, TypeError):
+        return
+    if err == "MAX_LIMIT_EXHAUSTED":
+        metrics.blocked(contact_type.value)
+        return
+    channel = current_app.extensions["otp_service"].channels.get(contact_type)
+    if channel is not None:
+        metrics.delivery(channel.name, accepted=status == 200)

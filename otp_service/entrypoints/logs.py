@@ -1,40 +1,95 @@
-"""Log set-up: every line of a request carries its msgid. Keys appear only masked; codes never appear."""
+"""Log set-up: JSON lines, one object per record, each carrying its request's msgid.
+
+Keys appear only masked; codes never appear. A request's summary line is the record "request" with the fields
+route, method, status, err, outcome, key (masked) and latency_ms; every other line has ts, level, logger, msgid
+and message, plus `exc` (the traceback, as one string) when there is one.
+"""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import sys
+from datetime import datetime, timezone
 
 from flask import g, has_request_context
 
 from ..config import Settings
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s msgid=%(msgid)s %(message)s"
+# Attributes every LogRecord has; anything else on a record came from `extra=` and becomes a field of the line.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "msgid"}
 
 
 class RequestContextFilter(logging.Filter):
     """Adds `msgid` to every record: the request's, or '-' outside a request."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msgid = g.get("msgid", "-") if has_request_context() else "-"
+        if not hasattr(record, "msgid") or record.msgid == "-":
+            record.msgid = g.get("msgid", "-") if has_request_context() else "-"
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (newlines inside values are escaped by JSON itself)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msgid": getattr(record, "msgid", "-"),
+            "message": record.getMessage(),
+        }
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD and not name.startswith("_"):
+                line[name] = value
+        line["pid"] = record.process
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exc"] = record.exc_text
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (so a test's capture, or gunicorn's redirect, sees it)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it; the property always answers sys.stderr
+        pass
+
+
+def json_handler() -> logging.Handler:
+    handler = _StderrHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestContextFilter())
+    handler._otp_service = True  # type: ignore[attr-defined]
+    return handler
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Idempotent: a second app in the same process (tests, workers) does not add a second handler."""
-    root = logging.getLogger("otp_service")
-    root.setLevel(level)
+    """JSON lines on standard error for the service's loggers and, at WARNING and above, every library's.
+
+    Idempotent: a second app in the same process (tests, workers) does not add a second handler. The handler sits
+    on the root logger so that a library's warning (the Cassandra driver's, say) is a JSON line too.
+    """
+    root = logging.getLogger()
+    ours = logging.getLogger("otp_service")
+    ours.setLevel(level)
+    ours.propagate = True
     if not any(getattr(h, "_otp_service", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT))
-        handler.addFilter(RequestContextFilter())
-        handler._otp_service = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-        root.propagate = True
-    for handler in root.handlers:
-        if not any(isinstance(f, RequestContextFilter) for f in handler.filters):
-            handler.addFilter(RequestContextFilter())
+        # The handler of an older set-up on our own logger would print each line twice.
+        for old in [h for h in ours.handlers if getattr(h, "_otp_service", False)]:
+            ours.removeHandler(old)
+        root.addHandler(json_handler())
 
 
 def new_api_key() -> tuple[str, str]:

@@ -1,0 +1,83 @@
+"""Prometheus metrics, served at GET /metrics.
+
+Under gunicorn every worker is its own process, so a counter kept in one worker's memory would be a fraction of
+the truth, different on each scrape. prometheus_client's multiprocess mode fixes that: with PROMETHEUS_MULTIPROC_DIR
+set (gunicorn.conf.py and `otp-service serve` set it before the workers fork), each worker writes its values to
+files in that folder and /metrics sums the files of every worker, dead ones included, whichever worker answers.
+In a single process (tests, `flask run`) each app has its own registry.
+
+Labels are bounded and never carry a key, a code or a path a caller made up: routes are the app's URL rules
+("<unmatched>" for anything else), `err` is one of the contract's codes ("" on success).
+"""
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+DELIVERY_RESULTS = ("accepted", "failed")
+STORE_ERROR_KINDS = ("unavailable", "contention")
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus_client writes values to PROMETHEUS_MULTIPROC_DIR (decided when it was imported)."""
+    return values.ValueClass is not values.MutexValue
+
+
+class Metrics:
+    def __init__(self, *, channels: tuple[str, ...] = (), store: str = "store"):
+        self.multiprocess = multiprocess_mode()
+        self.store = store
+        self.registry = CollectorRegistry(auto_describe=True)
+        into = {"registry": self.registry}
+        self.requests = Counter(
+            "otp_http_requests", "HTTP requests answered, by route, method, status and the envelope's err.",
+            ["route", "method", "status", "err"], **into,
+        )
+        self.latency = Histogram(
+            "otp_http_request_duration_seconds", "Time to answer a request, by route.",
+            ["route"], buckets=LATENCY_BUCKETS, **into,
+        )
+        self.deliveries = Counter(
+            "otp_deliveries", "Codes handed to a delivery channel, by channel and result (accepted, failed).",
+            ["channel", "result"], **into,
+        )
+        self.blocks = Counter(
+            "otp_keys_blocked", "Keys blocked for going over the send window (MAX_LIMIT_EXHAUSTED), by type.",
+            ["type"], **into,
+        )
+        self.store_errors = Counter(
+            "otp_store_errors", "Requests the store failed: unavailable (503) or too much contention on a key (503).",
+            ["store", "kind"], **into,
+        )
+        # Series that alerts divide by exist from the start, at 0.
+        for channel in channels:
+            for result in DELIVERY_RESULTS:
+                self.deliveries.labels(channel, result)
+        for type_ in ("email", "phone"):
+            self.blocks.labels(type_)
+        for kind in STORE_ERROR_KINDS:
+            self.store_errors.labels(store, kind)
+
+    def observe_request(self, route: str, method: str, status: int, err: str, seconds: float) -> None:
+        self.requests.labels(route, method, str(status), err).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def delivery(self, channel: str, accepted: bool) -> None:
+        self.deliveries.labels(channel, DELIVERY_RESULTS[0] if accepted else DELIVERY_RESULTS[1]).inc()
+
+    def blocked(self, type_: str) -> None:
+        self.blocks.labels(type_).inc()
+
+    def store_error(self, kind: str) -> None:
+        self.store_errors.labels(self.store, kind).inc()
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format: this app's registry, or the sum over every worker's files."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
