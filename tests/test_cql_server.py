@@ -188,6 +188,27 @@ def test_schema_version_changes_and_drops_reach_metadata(server, cluster, sessio
     session.execute("DROP TABLE IF EXISTS t")
 
 
+def test_alter_table(server, cluster, session, ks):
+    session.execute("CREATE TABLE t (k int PRIMARY KEY, v text)")
+    session.execute("INSERT INTO t (k, v) VALUES (1, 'a')")
+    select_all = session.prepare("SELECT * FROM t WHERE k = ?")
+    session.execute("ALTER TABLE t ADD (extra int, tags set<text>)")
+    session.execute("ALTER TABLE t ADD IF NOT EXISTS extra int")
+    assert {"extra", "tags"} <= set(cluster.metadata.keyspaces[ks].tables["t"].columns)
+    session.execute("UPDATE t SET extra = 5 WHERE k = 1")
+    assert session.execute(select_all, [1]).one() == (1, 5, "a", None)  # re-prepared: the table changed
+    session.execute("ALTER TABLE t DROP v")
+    assert "v" not in cluster.metadata.keyspaces[ks].tables["t"].columns
+    assert session.execute("SELECT * FROM t WHERE k = 1").one() == (1, 5, None)
+    dropped = session.execute("SELECT column_name, type FROM system_schema.dropped_columns "
+                              "WHERE keyspace_name = %s AND table_name = 't'", [ks]).one()
+    assert tuple(dropped) == ("v", "text")
+    session.execute("ALTER TABLE t WITH comment = 'altered' AND default_time_to_live = 60")
+    assert cluster.metadata.keyspaces[ks].tables["t"].options["comment"] == "altered"
+    session.execute("INSERT INTO t (k, extra) VALUES (2, 1)")
+    assert session.execute("SELECT TTL(extra) FROM t WHERE k = 2").one()[0] == 60
+
+
 def test_migrate_command_statements(server, cluster, session):
     session.execute("DROP KEYSPACE IF EXISTS otp_test")
     session.execute("CREATE KEYSPACE IF NOT EXISTS otp_test WITH replication = "
@@ -566,7 +587,9 @@ def test_concurrent_compare_and_set(server, cluster, session, ks):
 # ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("statement, error", [
     ("CREATE INDEX ON t (v)", InvalidRequest),
-    ("ALTER TABLE t ADD x int", InvalidRequest),
+    ("ALTER TABLE t RENAME k TO j", InvalidRequest),
+    ("ALTER TABLE t DROP k", InvalidRequest),
+    ("ALTER TABLE t ADD v int", InvalidRequest),
     ("CREATE TYPE address (street text)", InvalidRequest),
     ("SELECT JSON * FROM t", InvalidRequest),
     ("UPDATE t SET v = v + 'x' WHERE k = 1", InvalidRequest),
@@ -593,7 +616,8 @@ def test_unsupported_or_invalid_statements_are_errors(server, session, ks, state
     session.execute("CREATE TABLE IF NOT EXISTS t (k int PRIMARY KEY, v text)")
     with pytest.raises(error):
         session.execute(statement)
-    if "TTL -1" not in statement:  # a constant TTL is checked when the statement executes, as in Cassandra
+    # a constant TTL, and schema statements, are checked when they execute (as in Cassandra), not when prepared
+    if "TTL -1" not in statement and not statement.startswith(("ALTER TABLE t DROP", "ALTER TABLE t ADD")):
         with pytest.raises(error):
             session.prepare(statement)
 

@@ -212,6 +212,17 @@ class AlterKeyspace:
 
 
 @dataclass
+class AlterTable:
+    keyspace: Optional[str]
+    name: str
+    action: str  # add, drop, with
+    columns: List[ColumnDef] = field(default_factory=list)  # ADD: definitions; DROP: names in .name
+    options: dict = field(default_factory=dict)
+    if_exists: bool = False
+    if_column_exists: bool = False  # ADD IF NOT EXISTS / DROP IF EXISTS
+
+
+@dataclass
 class Use:
     keyspace: str
 
@@ -427,6 +438,8 @@ class Parser:
                 name = self.ident("keyspace name")
                 self.expect_kw("with")
                 return AlterKeyspace(name, self.properties())
+            if self.accept_kw("table", "columnfamily"):
+                return self.alter_table()
             raise InvalidRequest("ALTER %s is not supported by the CQL test server" % self.tok.value.upper())
         if t.kind == "ident" and t.value in ("grant", "revoke", "list", "apply"):
             raise InvalidRequest("%s statements are not supported by the CQL test server" % t.value.upper())
@@ -907,6 +920,56 @@ class Parser:
             self.expect_sym(">")
             out += "<%s>" % ", ".join(parts)
         return out
+
+    def alter_table(self) -> "AlterTable":
+        if_exists = self.if_exists()
+        ks, name = self.qualified_name()
+        if self.accept_kw("add"):
+            ine = self.if_not_exists()
+            cols = []
+            if self.accept_sym("("):
+                while True:
+                    cols.append(self.alter_column_def())
+                    if not self.accept_sym(","):
+                        break
+                self.expect_sym(")")
+            else:
+                cols.append(self.alter_column_def())
+            return AlterTable(ks, name, "add", cols, if_exists=if_exists, if_column_exists=ine)
+        if self.accept_kw("drop"):
+            ie = self.if_exists()
+            names = []
+            if self.accept_sym("("):
+                while True:
+                    names.append(ColumnDef(self.ident("column name"), ""))
+                    if not self.accept_sym(","):
+                        break
+                self.expect_sym(")")
+            else:
+                names.append(ColumnDef(self.ident("column name"), ""))
+            if self.tok.is_kw("using"):
+                raise InvalidRequest("ALTER TABLE ... DROP ... USING TIMESTAMP is not supported by the CQL test server")
+            return AlterTable(ks, name, "drop", names, if_exists=if_exists, if_column_exists=ie)
+        if self.accept_kw("with"):
+            options = {}
+            while True:
+                pname = self.ident("property name")
+                self.expect_sym("=")
+                options[pname] = self.property_value()
+                if not self.accept_kw("and"):
+                    break
+            return AlterTable(ks, name, "with", options=options, if_exists=if_exists)
+        what = self.tok.value.upper() if self.tok.kind != "eof" else ""
+        if what in ("RENAME", "ALTER"):
+            raise InvalidRequest("ALTER TABLE ... %s is not supported by the CQL test server" % what)
+        self.error("ADD, DROP or WITH")
+
+    def alter_column_def(self) -> ColumnDef:
+        cname = self.ident("column name")
+        ctype = self.type_text()
+        if self.accept_kw("static"):
+            return ColumnDef(cname, ctype, True)
+        return ColumnDef(cname, ctype)
 
     def drop(self):
         self.expect_kw("drop")

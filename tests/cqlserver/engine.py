@@ -83,6 +83,14 @@ class Table:
                  provider: Optional[Callable[["Engine"], List[dict]]] = None, table_id: Optional[uuid.UUID] = None):
         self.keyspace = keyspace
         self.name = name
+        self.set_columns(columns)
+        self.dropped: Dict[str, Tuple[CqlType, int]] = {}  # dropped column -> (type, drop time in ms)
+        self.options = dict(options or {})
+        self.provider = provider
+        self.id = table_id or uuid.uuid4()
+        self.partitions: Dict[tuple, "Partition"] = {}
+
+    def set_columns(self, columns: List[Column]):
         self.columns: Dict[str, Column] = {c.name: c for c in columns}
         self.partition_key = sorted((c for c in columns if c.kind == "partition_key"), key=lambda c: c.position)
         self.clustering = sorted((c for c in columns if c.kind == "clustering"), key=lambda c: c.position)
@@ -90,10 +98,6 @@ class Table:
         self.regular = sorted((c for c in columns if c.kind == "regular"),
                               key=lambda c: (c.type.is_multicell, c.name.encode("utf-8")))
         self.select_order = self.partition_key + self.clustering + self.regular
-        self.options = dict(options or {})
-        self.provider = provider
-        self.id = table_id or uuid.uuid4()
-        self.partitions: Dict[tuple, "Partition"] = {}
 
     @property
     def virtual(self) -> bool:
@@ -1383,7 +1387,8 @@ def compile_statement(comp: Compiler, stmt) -> Compiled:
         return CompiledUse(comp, stmt)
     if isinstance(stmt, P.Batch):
         return CompiledTextBatch(comp, stmt)
-    if isinstance(stmt, (P.CreateKeyspace, P.DropKeyspace, P.AlterKeyspace, P.CreateTable, P.DropTable, P.Truncate)):
+    if isinstance(stmt, (P.CreateKeyspace, P.DropKeyspace, P.AlterKeyspace, P.CreateTable, P.AlterTable, P.DropTable,
+                         P.Truncate)):
         return CompiledDDL(comp, stmt)
     raise InvalidRequest("Unsupported statement %s" % type(stmt).__name__)
 
@@ -1641,6 +1646,16 @@ class Engine:
             if ks is None:
                 raise InvalidRequest("Keyspace '%s' doesn't exist" % ksname)
             return self._create_table(ks, stmt)
+        if isinstance(stmt, P.AlterTable):
+            if ks is None or stmt.name not in ks.tables:
+                if stmt.if_exists:
+                    return VoidResult()
+                if ks is None:
+                    raise InvalidRequest("Keyspace '%s' doesn't exist" % ksname)
+                raise InvalidRequest("Table '%s.%s' doesn't exist" % (ksname, stmt.name))
+            if ks.system:
+                raise Unauthorized("%s keyspace is not user-modifiable." % ksname)
+            return self._alter_table(ks.tables[stmt.name], stmt)
         if isinstance(stmt, P.DropTable):
             if ks is None or stmt.name not in ks.tables:
                 if stmt.if_exists:
@@ -1777,6 +1792,45 @@ class Engine:
                 columns.append(Column(name, ctype))
         ks.tables[stmt.name] = Table(ks.name, stmt.name, columns, options)
         return self._schema_changed(SchemaChangeResult("CREATED", "TABLE", ks.name, stmt.name))
+
+    def _alter_table(self, table: Table, stmt: P.AlterTable):
+        if stmt.action == "with":
+            options = dict(table.options)
+            options.update(_table_options(stmt.options))
+            table.options = options
+            return self._schema_changed(SchemaChangeResult("UPDATED", "TABLE", table.keyspace, table.name))
+        columns = list(table.columns.values())
+        changed = False
+        if stmt.action == "add":
+            for cd in stmt.columns:
+                if cd.static:
+                    raise InvalidRequest("Static columns are not supported by the CQL test server")
+                if cd.name in table.columns or any(c.name == cd.name for c in columns):
+                    if stmt.if_column_exists:
+                        continue
+                    raise InvalidRequest("Column with name '%s' already exists" % cd.name)
+                columns.append(Column(cd.name, T.parse_type(cd.type_text)))
+                changed = True
+        else:
+            for cd in stmt.columns:
+                col = next((c for c in columns if c.name == cd.name), None)
+                if col is None:
+                    if stmt.if_column_exists:
+                        continue
+                    raise InvalidRequest("Column %s was not found in table '%s.%s'" % (cd.name, table.keyspace, table.name))
+                if col.is_primary_key:
+                    raise InvalidRequest("Cannot drop PRIMARY KEY column %s" % cd.name)
+                columns.remove(col)
+                table.dropped[cd.name] = (col.type, int(time.time() * 1000))
+                for part in table.partitions.values():
+                    for row in part.rows.values():
+                        row.cells.pop(cd.name, None)
+                changed = True
+        if not changed:
+            return VoidResult()
+        table.set_columns(columns)
+        self._drop_prepared(table.keyspace, table.name)
+        return self._schema_changed(SchemaChangeResult("UPDATED", "TABLE", table.keyspace, table.name))
 
     # -- test hooks ------------------------------------------------------------------------------------------
     def reset(self):

@@ -135,6 +135,13 @@ def _columns(engine: Engine) -> List[dict]:
     return _column_rows(t for ks in _schema_keyspaces(engine, False) for t in ks.tables.values())
 
 
+def _dropped_columns(engine: Engine) -> List[dict]:
+    return [{"keyspace_name": ks.name, "table_name": t.name, "column_name": name, "dropped_time": when,
+             "kind": "regular", "type": ctype.cql()}
+            for ks in _schema_keyspaces(engine, False) for t in ks.tables.values()
+            for name, (ctype, when) in t.dropped.items()]
+
+
 def _virtual_keyspaces(engine: Engine) -> List[dict]:
     return [{"keyspace_name": ks.name} for ks in _schema_keyspaces(engine, True)]
 
@@ -186,7 +193,7 @@ def install(engine: Engine):
                                               ["table_name", "column_name"], [
         ("keyspace_name", "text"), ("table_name", "text"), ("column_name", "text"), ("dropped_time", "timestamp"),
         ("kind", "text"), ("type", "text"),
-    ], _none)
+    ], _dropped_columns)
     schema.tables["types"] = _table("system_schema", "types", ["keyspace_name"], ["type_name"], [
         ("keyspace_name", "text"), ("type_name", "text"), ("field_names", "frozen<list<text>>"),
         ("field_types", "frozen<list<text>>"),
