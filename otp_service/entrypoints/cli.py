@@ -33,15 +33,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .logs import new_api_key
+    """gunicorn with gunicorn.conf.py (see server.py); every line it and the workers log is a JSON object."""
+    import logging
+
+    from .logs import configure_logging, new_api_key
     from .server import run
 
     settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    say = logging.getLogger("otp_service.serve")
     if not settings.api_key_hashes:
         # One key for every worker: made here, before the fork, and handed down as its digest.
         key, digest = new_api_key()
         os.environ["OTP_API_KEYS"] = digest
-        print(f"development: OTP_API_KEYS is unset; accepting the API key {key}", file=sys.stderr, flush=True)
+        say.warning("development: OTP_API_KEYS is unset; accepting the API key %s (Authorization: Bearer <key>)", key)
     if settings.store == "sqlite":
         from ..bootstrap import load_keys
 
