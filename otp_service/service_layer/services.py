@@ -186,18 +186,7 @@ class OtpService:
             except DecryptionError:
                 # Keys were changed without keeping the old one: the code is lost, a new generate replaces it.
                 log.error("stored code does not decrypt under any configured key; treating it as absent")
-        return OtpState(
-            code=code,
-            created_on=row.created_on,
-            expires_on=row.expires_on,
-            retry_count=row.retry_count,
-            is_locked=row.is_locked,
-            locked_on=row.locked_on,
-            send_count=row.send_count,
-            window_start=row.window_start,
-            last_sent_on=row.last_sent_on,
-            updated_on=row.updated_on,
-        )
+        return OtpState(code=code, **{name: getattr(row, name) for name in _SHARED_FIELDS})
 
     def _write(self, contact: Contact, token: str, current: OtpRow | None, state: OtpState) -> bool:
         type_ = contact.type.value
@@ -205,17 +194,9 @@ class OtpService:
             type=type_,
             key=token,
             otp=None if state.code is None else self.keys.encrypt_code(state.code, type_, token),
-            created_on=state.created_on,
-            updated_on=state.updated_on,
-            expires_on=state.expires_on,
-            retry_count=state.retry_count,
-            is_locked=state.is_locked,
-            locked_on=state.locked_on,
-            send_count=state.send_count,
-            window_start=state.window_start,
-            last_sent_on=state.last_sent_on,
             version=1 if current is None else current.version + 1,
             expires_at=state.keep_until(self.limits),
+            **{name: getattr(state, name) for name in _SHARED_FIELDS},
         )
         if current is None:
             return self.store.insert_otp(row)
@@ -231,6 +212,10 @@ class OtpService:
         except StoreUnavailable:
             return False
         return True
+
+
+# What a stored row and the policy's state have in common, field for field (the code is encrypted in between).
+_SHARED_FIELDS = tuple(name for name in OtpState.__dataclass_fields__ if name != "code")
 
 
 def _cache_id(type_: str, token: str) -> str:
