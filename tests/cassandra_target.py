@@ -80,7 +80,10 @@ def start() -> CassandraTarget:
         settings = replace(settings, request_timeout=max(settings.request_timeout, 10.0))
         target = CassandraTarget(kind, settings, keyspace)
     elif kind == "testcontainers":
-        from testcontainers.cassandra import CassandraContainer
+        try:
+            from testcontainers.community.cassandra import CassandraContainer
+        except ImportError:  # testcontainers before 4.10
+            from testcontainers.cassandra import CassandraContainer
 
         container = CassandraContainer(TESTCONTAINERS_IMAGE)
         container.start()
