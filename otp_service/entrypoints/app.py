@@ -38,10 +38,12 @@ def create_app(
 ) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
-    app = Flask("otp_service")
+    app = Flask("otp_service", static_folder=None)  # no static files: every route answers JSON
     app.json.sort_keys = False  # the envelope reads in its documented order
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        # OPTIONS is a wrong method here like any other (405 in the envelope), not Flask's empty text/html 200.
+        PROVIDE_AUTOMATIC_OPTIONS=False,
         OTP_SETTINGS=settings,
         OTP_DEFAULT_REGION=settings.default_region,
         OTP_API_KEY_HASHES=settings.api_key_hashes or development_api_key(settings),

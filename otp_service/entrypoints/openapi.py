@@ -14,9 +14,11 @@ from .envelope import STATUS_OF
 
 VERSION = "0.1.0"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
-# What marshmallow + ContactType.parse accept: email or phone, any case, surrounding spaces trimmed.
-TYPE_PATTERN = r"^ *([Ee][Mm][Aa][Ii][Ll]|[Pp][Hh][Oo][Nn][Ee]) *$"
-NOT_BLANK = r"\S"
+# The schemas may let through more than the service accepts (it answers a 4xx envelope), never less: what Python's
+# str.strip() trims, as a character class (ECMA's \s lacks \x1c-\x1f and \x85).
+_SPACE = r"[\s\x1c-\x1f\x85]*"
+TYPE_PATTERN = rf"^{_SPACE}([Ee][Mm][Aa][Ii][Ll]|[Pp][Hh][Oo][Nn][Ee]){_SPACE}$"
+OTP_PATTERN = rf"^{_SPACE}[0-9]{{1,16}}{_SPACE}$"
 
 # Which codes each operation can answer, by HTTP status (a subset of STATUS_OF; SERVER_ERROR and INVALID_REQUEST
 # have several statuses, as the contract says).
@@ -157,12 +159,16 @@ def _request(fields: dict[str, dict], required: list[str]) -> dict:
     }
 
 
-_KEY = {"type": "string", "pattern": NOT_BLANK, "description": "An email address (trimmed, lower-cased) or a phone "
-        "number (to E.164, with the configured default country code when it has none).",
-        "example": "9876543210"}
+_KEY = {
+    "anyOf": [{"type": "string"}, {"type": "integer"}],
+    "description": "An email address (trimmed, lower-cased) or a phone number (to E.164, with the configured default "
+    "country code when it has none; a phone number may be a JSON integer). Blank counts as missing.",
+    "example": "9876543210",
+}
 _TYPE = {"type": "string", "pattern": TYPE_PATTERN, "description": "`email` or `phone`, in any case.",
          "example": "phone"}
-_ID = {"type": "string", "pattern": NOT_BLANK, "maxLength": 128}
+_ID = {"type": "string", "nullable": True,
+       "description": "At most 128 printable characters; blank or null counts as absent."}
 
 
 def document() -> dict:
@@ -228,9 +234,9 @@ _DOCUMENT: dict = {
                 "name": "X-Request-ID",
                 "in": "header",
                 "required": False,
-                "description": "Becomes the answer's msgid and is logged with every line of the request. Values "
-                "that do not match the pattern are ignored (a new msgid is made).",
-                "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+                "description": "Becomes the answer's msgid and is logged with every line of the request, when it "
+                f"matches `{REQUEST_ID_PATTERN}`; any other value is ignored and a new msgid is made.",
+                "schema": {"type": "string"},
             }
         },
         "headers": {
@@ -243,13 +249,14 @@ _DOCUMENT: dict = {
             "GenerateRequest": _request(
                 {"key": _KEY, "type": _TYPE,
                  "userId": {**_ID, "description": "Forgot-password flow: `key` must be a current or previous "
-                            "contact of this user."},
-                 "templateId": {**_ID, "description": "A configured template; any other is INVALID_VALUE."}},
+                            "contact of this user. " + _ID["description"]},
+                 "templateId": {**_ID, "description": "A configured template; any other is INVALID_VALUE. "
+                                + _ID["description"]}},
                 ["key", "type"],
             ),
             "VerifyRequest": _request(
                 {"key": _KEY, "type": _TYPE,
-                 "otp": {"type": "string", "pattern": r"^ *[0-9]+ *$", "maxLength": 16,
+                 "otp": {"type": "string", "pattern": OTP_PATTERN,
                          "description": "The code, a string of digits. Never echoed back.", "example": "604113"},
                  "userId": _ID},
                 ["key", "type", "otp"],
