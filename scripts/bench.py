@@ -1,0 +1,478 @@
+"""Benchmark the OTP service against the framework's own ceiling, under the same gunicorn settings and load.
+
+    python3 scripts/bench.py                       # 2 workers, 16 connections, 10 s per scenario, embedded store
+    python3 scripts/bench.py --duration 5 --scenarios new,right --json out.json
+
+In one run it starts, on 127.0.0.1:
+- the service: `otp-service serve --bind ... --workers N` (gunicorn.conf.py, the console channel, its own fresh
+  SQLite file; or Cassandra when OTP_CASSANDRA_CONTACT_POINTS is set: `otp-service migrate` is run first), with
+  the cool-down off and the send and attempt limits raised, so that every request takes the path it measures;
+- the ceiling: scripts/ceiling_app.py, a Flask app run by the service's own gunicorn application class (so the
+  same worker class, threads, keep-alive, logger and hooks), whose routes answer the success envelope and do
+  nothing else.
+
+Both get the same load from wrk (`apt-get install wrk`; written in C, it uses a few percent of one core here), the
+same wrk script (scripts/bench.lua), the same connections and duration, one after the other, scenario by scenario:
+
+- new:    generate, a new key on every request (a new code, a new row)
+- resend: generate for keys that have a live code (the same code again, the send counted)
+- wrong:  verify with a wrong code (an attempt counted)
+- right:  verify with the right code (the code consumed); each prepared key is used once
+
+The codes of prepared keys come from the console channel's lines on the service's standard output (each request
+carries X-Request-ID k<key>, which the console prints beside the code), never from a test-only path. Every answer
+is checked (status, and err for the wrong-code verify); a run with unexpected answers or socket errors is flagged.
+
+Printed: requests per second, p50 and p99 latency (wrk's, per request, in ms) for each, and the service's share of
+the ceiling's requests per second. Exit status 1 if any run was invalid; missed goals are reported, not failed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+LUA = SCRIPTS / "bench.lua"
+
+SCENARIOS = {
+    # name: (label, wrk mode, expected status, body marker)
+    "new": ("generate (new key)", "new", 200, "-"),
+    "resend": ("generate (resend)", "resend", 200, "-"),
+    "wrong": ("verify (wrong code)", "wrong", 400, "OTP_VERIFICATION_FAILED"),
+    "right": ("verify (right code)", "right", 200, "-"),
+}
+GOAL_RATIO = 0.5
+GOAL_P99_MS = 25.0
+POOL_SIZE = 1000  # keys each for resend and wrong: enough for ~90 000 wrong-code verifies at 100 attempts a key
+CONSOLE_LINE = re.compile(r"msgid=k(\d+) .* is (\d+)\.")
+
+
+@dataclass
+class Run:
+    target: str  # service | ceiling
+    scenario: str
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    unexpected: int
+    exhausted: int
+    socket_errors: int
+    cpu_ms: float = 0.0  # the server's CPU time (all workers) per request
+    first_bad: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return self.requests > 0 and self.unexpected == 0 and self.exhausted == 0 and self.socket_errors == 0
+
+
+@dataclass
+class Result:
+    scenario: str
+    label: str
+    service: Run
+    ceiling: Run
+    ratio: float = field(init=False)
+
+    def __post_init__(self):
+        self.ratio = self.service.rps / self.ceiling.rps if self.ceiling.rps else 0.0
+
+    @property
+    def goal_met(self) -> bool:
+        return self.ratio >= GOAL_RATIO and self.service.p99_ms < GOAL_P99_MS
+
+
+# -- processes ---------------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A gunicorn server in its own process group; stdout and stderr to files."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, folder: Path, port: int):
+        self.name, self.port = name, port
+        self.stdout_path = folder / f"{name}.stdout"
+        self.stderr_path = folder / f"{name}.stderr"
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"bench: {self.name} exited at start; see {self.stderr_path}:\n{self._tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"bench: {self.name} not healthy after {timeout:.0f} s; see {self.stderr_path}")
+
+    def worker_pids(self) -> list[int]:
+        try:
+            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
+        except OSError:
+            return []
+        return [int(p) for p in out.stdout.split()]
+
+    def worker_rss_kib(self) -> list[int]:
+        sizes = []
+        for pid in self.worker_pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        sizes.append(int(line.split()[1]))
+            except OSError:
+                pass
+        return sizes
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the arbiter and its workers so far."""
+        total = 0
+        for pid in [self.proc.pid, *self.worker_pids()]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            except (OSError, IndexError, ValueError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # our own process group: the arbiter and its workers
+                self.proc.wait(timeout=25)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+
+    def _tail(self) -> str:
+        try:
+            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-15:])
+        except OSError:
+            return ""
+
+
+# -- load --------------------------------------------------------------------------------------------------------------
+def wrk(url: str, api_key: str, mode: str, expect: int, marker: str, arg: str, *, duration: int,
+        connections: int, threads: int) -> dict:
+    argv = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+        "-H", f"Authorization: Bearer {api_key}", "-s", str(LUA), url,
+        "--", mode, str(threads), str(expect), marker, arg,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON "):])
+    raise SystemExit(f"bench: wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+def measure(target: str, scenario: str, server: Server, api_key: str, arg: str, opts) -> Run:
+    _, mode, expect, marker = SCENARIOS[scenario]
+    if target == "ceiling":
+        expect, marker = 0, "-"  # the ceiling answers 200 to everything; its answers are not the point
+    spies = []
+    if opts.profile:
+        # py-spy samples each worker while it holds the GIL (its CPU, not its waits), for most of the run.
+        folder = Path(opts.profile)
+        folder.mkdir(parents=True, exist_ok=True)
+        for pid in server.worker_pids():
+            out = folder / f"{target}-{scenario}-{pid}.raw"
+            spies.append(subprocess.Popen(
+                ["py-spy", "record", "-p", str(pid), "-d", str(max(1, opts.duration - 1)), "-r", "250", "--gil",
+                 "--nonblocking", "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    cpu_before = server.cpu_seconds()
+    raw = wrk(server.url, api_key, mode, expect, marker, arg,
+              duration=opts.duration, connections=opts.connections, threads=opts.threads)
+    cpu = server.cpu_seconds() - cpu_before
+    for spy in spies:
+        spy.wait(timeout=30)
+    seconds = raw["duration_us"] / 1e6
+    return Run(
+        target=target, scenario=scenario, requests=raw["requests"], seconds=round(seconds, 2),
+        rps=raw["requests"] / seconds if seconds else 0.0,
+        p50_ms=raw["p50_us"] / 1000, p90_ms=raw["p90_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000, unexpected=raw["unexpected"],
+        exhausted=raw["exhausted"] if target == "service" else 0,
+        socket_errors=raw["socket_errors"], first_bad=raw["first_bad"],
+        cpu_ms=1000 * cpu / raw["requests"] if raw["requests"] else 0.0,
+    )
+
+
+class Runs:
+    """Two-digit run numbers for generate-new runs, so no two runs make the same key."""
+
+    def __init__(self):
+        self.next = 10
+
+    def take(self) -> str:
+        if self.next > 99:
+            raise SystemExit("bench: out of run numbers for new keys")
+        self.next += 1
+        return f"{self.next - 1:02d}"
+
+
+def codes_by_run(stdout_path: Path) -> dict[str, dict[str, str]]:
+    """{run: {key: code}} from the console channel's lines (the last code printed for a key wins)."""
+    found: dict[str, dict[str, str]] = {}
+    with open(stdout_path, errors="replace") as handle:
+        for line in handle:
+            m = CONSOLE_LINE.search(line)
+            if m:
+                key, code = m.groups()
+                found.setdefault(key[1:3], {})[key] = code
+    return found
+
+
+def write_pool(path: Path, pairs: list[tuple[str, str]]) -> str:
+    path.write_text("".join(f"{k} {c}\n" for k, c in pairs))
+    return str(path)
+
+
+# -- report ------------------------------------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in ("flask", "werkzeug", "gunicorn", "cryptography", "marshmallow", "phonenumbers"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:
+            versions[name] = "?"
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("[")[0].strip()
+    return {
+        "cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
+        "python": platform.python_version(), "wrk": wrk_version, **versions,
+    }
+
+
+def table(results: list[Result], opts, store: str) -> str:
+    head = (
+        f"store={store}, channel=console, workers={opts.workers}, connections={opts.connections}, "
+        f"wrk threads={opts.threads}, {opts.duration} s per run"
+        + (f", {' '.join(opts.set)}" if opts.set else "") + "\n\n"
+        "| scenario | service req/s | p50 ms | p99 ms | CPU ms/req | ceiling req/s | p50 ms | p99 ms | CPU ms/req "
+        "| ratio | goal |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    rows = []
+    for r in results:
+        s, c = r.service, r.ceiling
+        goal = "met" if r.goal_met else "missed (" + ", ".join(
+            ([f"ratio < {GOAL_RATIO}"] if r.ratio < GOAL_RATIO else [])
+            + ([f"p99 >= {GOAL_P99_MS:.0f} ms"] if s.p99_ms >= GOAL_P99_MS else [])) + ")"
+        flag = "" if s.valid and c.valid else " INVALID"
+        rows.append(
+            f"| {r.label}{flag} | {s.rps:.0f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} | {s.cpu_ms:.2f} | {c.rps:.0f} | "
+            f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | {c.cpu_ms:.2f} | {r.ratio:.2f} | {goal} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+# -- main --------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per run (default 10)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of both servers (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2, at most 9)")
+    parser.add_argument("--scenarios", default="new,resend,wrong,right",
+                        help=f"comma-separated, from {','.join(SCENARIOS)} (default all)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load on each server first")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds of rest between runs")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra environment variable for both servers (repeatable), e.g. OTP_LOG_LEVEL=warning")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="record each worker with py-spy (--gil) during every run, raw files into DIR "
+                             "(summarise with scripts/profile_report.py); costs some throughput")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, console output, db)")
+    opts = parser.parse_args(argv)
+    scenarios = [s.strip() for s in opts.scenarios.split(",") if s.strip()]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown or not scenarios:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    if not 1 <= opts.threads <= 9 or opts.threads > opts.connections:
+        parser.error("--threads must be 1..9 and at most --connections")
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench: wrk is not installed (apt-get install -y wrk)")
+
+    folder = Path(tempfile.mkdtemp(prefix="otp-bench-"))
+    api_key = secrets.token_urlsafe(24)
+    cassandra = bool(os.environ.get("OTP_CASSANDRA_CONTACT_POINTS", "").strip())
+    store = "cassandra" if cassandra else "sqlite"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTP_", "PROMETHEUS_MULTIPROC_DIR"))
+           or k.startswith("OTP_CASSANDRA_")}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        OTP_ENV="development",
+        OTP_API_KEYS=hashlib.sha256(api_key.encode()).hexdigest(),
+        OTP_SQLITE_PATH=str(folder / "otp.db"),
+        OTP_SMS_CHANNEL="console",
+        OTP_EMAIL_CHANNEL="console",
+        OTP_RESEND_COOLDOWN_SECONDS="0",  # resend and verify runs repeat keys at once
+        OTP_MAX_SENDS="1000",
+        OTP_MAX_VERIFY_ATTEMPTS="100",
+        OTP_TTL_SECONDS="3600",  # prepared codes outlive the whole run
+    )
+    for assignment in opts.set:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            parser.error(f"--set wants NAME=VALUE, got {assignment!r}")
+        env[name] = value
+    if cassandra:
+        env["OTP_STORE"] = "cassandra"
+        from otp_service.adapters.crypto import new_key
+
+        env["OTP_ENCRYPTION_KEYS"] = new_key()
+        migrate = subprocess.run([sys.executable, "-m", "otp_service.entrypoints.cli", "migrate"], env=env, cwd=ROOT,
+                                 capture_output=True, text=True)
+        if migrate.returncode != 0:
+            raise SystemExit(f"bench: otp-service migrate failed:\n{migrate.stdout}{migrate.stderr}")
+
+    load_before = os.getloadavg()
+    info = machine()
+    servers: list[Server] = []
+    try:
+        ceiling = Server("ceiling", [sys.executable, str(SCRIPTS / "ceiling_app.py"), "--bind",
+                                    f"127.0.0.1:{(cp := free_port())}", "--workers", str(opts.workers)], env, folder, cp)
+        servers.append(ceiling)
+        service = Server("service", [sys.executable, "-m", "otp_service.entrypoints.cli", "serve", "--bind",
+                                     f"127.0.0.1:{(sp := free_port())}", "--workers", str(opts.workers)],
+                         env, folder, sp)
+        servers.append(service)
+        ceiling.wait_ready()
+        service.wait_ready()
+        say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+        say(f"bench: {store} store, working folder {folder}, load average {load_before[0]:.2f}")
+        runs = Runs()
+        short = dict(duration=max(1, opts.warmup), connections=opts.connections, threads=opts.threads)
+        if opts.warmup:
+            for server in (ceiling, service):
+                wrk(server.url, api_key, "new", 0, "-", runs.take(), **short)
+
+        results: list[Result] = []
+        fresh_runs: list[str] = []  # runs of new keys on the service whose codes are still unused
+        used: set[str] = set()
+
+        def prepared(count: int) -> list[tuple[str, str]]:
+            """`count` keys with a live, untouched code, generating more (unmeasured) if need be."""
+            for _ in range(6):
+                codes = codes_by_run(service.stdout_path)
+                pairs = [(k, c) for run in fresh_runs for k, c in codes.get(run, {}).items() if k not in used]
+                if len(pairs) >= count:
+                    chosen = pairs[:count]
+                    used.update(k for k, _ in chosen)
+                    return chosen
+                rate = max(service_rps.get("new", 300.0), 100.0)
+                seconds = max(1, math.ceil((count - len(pairs)) * 1.2 / rate))
+                run = runs.take()
+                wrk(service.url, api_key, "new", 200, "-", run, duration=seconds,
+                    connections=opts.connections, threads=opts.threads)
+                fresh_runs.append(run)
+                time.sleep(0.5)  # the last console lines are flushed
+            raise SystemExit(f"bench: could not prepare {count} keys (see {service.stdout_path})")
+
+        service_rps: dict[str, float] = {}
+        for scenario in scenarios:
+            label = SCENARIOS[scenario][0]
+            if scenario == "new":
+                arg_c, arg_s = runs.take(), runs.take()
+            else:
+                if scenario == "right":
+                    # Each key verifies once: enough keys for half again the fastest rate seen so far.
+                    fastest = max(list(service_rps.values()) + [service_rps.get("new", 0) * 1.5, 200.0])
+                    count = math.ceil(fastest * 1.5 * opts.duration) + 100
+                else:
+                    count = POOL_SIZE
+                pool = write_pool(folder / f"pool-{scenario}.txt", prepared(count))
+                arg_c = arg_s = pool
+            time.sleep(opts.pause)
+            c = measure("ceiling", scenario, ceiling, api_key, arg_c, opts)
+            time.sleep(opts.pause)
+            s = measure("service", scenario, service, api_key, arg_s, opts)
+            if scenario == "right" and s.exhausted:
+                # The service outran the prepared keys: once more, with enough for the rate it reached.
+                count = math.ceil(s.rps * 1.5 * opts.duration) + 100
+                arg_s = write_pool(folder / "pool-right-2.txt", prepared(count))
+                time.sleep(opts.pause)
+                s = measure("service", scenario, service, api_key, arg_s, opts)
+            if scenario == "new":
+                fresh_runs.append(arg_s)
+                time.sleep(0.3)
+            service_rps[scenario] = s.rps
+            results.append(Result(scenario, label, s, c))
+            say(f"bench: {label}: service {s.rps:.0f} req/s p99 {s.p99_ms:.1f} ms, ceiling {c.rps:.0f} req/s")
+        rss = service.worker_rss_kib()
+        load_after = os.getloadavg()
+    finally:
+        for server in servers:
+            server.stop()
+
+    print(table(results, opts, store))
+    print(f"machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}, Python {info['python']}, "
+          f"Flask {info['flask']}, Werkzeug {info['werkzeug']}, gunicorn {info['gunicorn']}, {info['wrk']}")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
+          f"service worker RSS after the run: {', '.join(f'{k / 1024:.0f} MiB' for k in rss)}")
+    invalid = [(r.label, run) for r in results for run in (r.service, r.ceiling) if not run.valid]
+    for label, run in invalid:
+        print(f"INVALID {run.target} run of {label}: unexpected={run.unexpected} exhausted={run.exhausted} "
+              f"socket_errors={run.socket_errors} first unexpected answer: {run.first_bad[:200]}")
+    missed = [r.label for r in results if not r.goal_met]
+    print("goals (ratio >= 0.5, p99 < 25 ms): " + ("all met" if not missed else "missed by " + ", ".join(missed)))
+    if opts.json:
+        Path(opts.json).write_text(json.dumps({
+            "store": store, "options": vars(opts), "machine": info,
+            "load_before": load_before, "load_after": load_after, "service_worker_rss_kib": rss,
+            "results": [{**asdict(r), "goal_met": r.goal_met} for r in results],
+        }, indent=2))
+    if opts.keep:
+        print(f"working folder kept: {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    return 1 if invalid else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
