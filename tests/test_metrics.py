@@ -192,14 +192,17 @@ class ServeProcess:
             time.sleep(0.1)
         raise AssertionError("serve did not become healthy:\n" + "".join(self.log()))
 
-    def worker_pids(self) -> set[int]:
-        """Workers that booted, from gunicorn's JSON lines."""
-        pids = set()
-        for line in self.log():
-            found = re.search(r'"Booting worker with pid: (\d+)"', line)
-            if found:
-                pids.add(int(found.group(1)))
-        return pids
+    def ready_workers(self) -> set[int]:
+        """Workers whose app is built (each logs its channels once create_app has run)."""
+        return {int(p) for p in re.findall(r'"message": "channel for email: .*"pid": (\d+)', "".join(self.log()))}
+
+    def wait_workers(self, count: int, timeout: float = 30.0) -> set[int]:
+        deadline = time.monotonic() + timeout
+        while len(self.ready_workers()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ready = self.ready_workers()
+        assert len(ready) >= count, f"{len(ready)} of {count} workers ready:\n" + "".join(self.log())
+        return ready
 
     def answered_by(self) -> set[int]:
         """The pids of the workers that wrote a request line for a /health request."""
@@ -261,10 +264,8 @@ def _hammer(url: str, n: int) -> None:
 def test_under_two_workers_metrics_count_every_request_whichever_worker_answered(serve):
     server = serve(workers=2)
     server.wait_healthy()
+    workers = server.wait_workers(2)
     before = _health_total(server.url)  # the health checks of wait_healthy
-
-    workers = server.worker_pids()
-    assert len(workers) == 2
     for answering in sorted(workers):
         with only(answering, workers):  # so both surely answer some
             _hammer(server.url, 60)
@@ -278,10 +279,7 @@ def test_under_two_workers_metrics_count_every_request_whichever_worker_answered
     # A worker killed outright: its counts stay (its files stay), and its replacement adds to them.
     victim = min(server.answered_by())
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while len(server.worker_pids()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(server.worker_pids()) == 3, "gunicorn should have booted a replacement worker"
+    assert len(server.wait_workers(3)) == 3, "gunicorn should have booted a replacement worker"
     server.wait_healthy()
     after_kill = _health_total(server.url)
     assert after_kill >= before + 120
