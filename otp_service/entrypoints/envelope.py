@@ -1,12 +1,15 @@
 """Sunbird's response envelope: `id, ver, ts, params, responseCode, result` on every answer, success or error."""
 from __future__ import annotations
 
+import functools
+import json
 import re
+import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-from flask import Response, current_app, g, json, request
+from flask import Response, current_app, g, request
 
 from ..domain.errors import OtpError
 
@@ -42,8 +45,30 @@ def response_code(status: int) -> str:
 
 def timestamp(moment: datetime | None = None) -> str:
     """`yyyy-MM-dd HH:mm:ss:SSS+0000`, UTC."""
-    moment = moment or datetime.now(timezone.utc)
+    if moment is None:
+        return _now_timestamp()
     return moment.strftime("%Y-%m-%d %H:%M:%S:") + f"{moment.microsecond // 1000:03d}+0000"
+
+
+_second_prefix: tuple[int, str] = (-1, "")  # (epoch second, "yyyy-MM-dd HH:mm:ss:") of the last answer
+
+
+def _now_timestamp() -> str:
+    """timestamp() of now, formatting the date and time only once a second (every answer carries one)."""
+    global _second_prefix
+    now = time.time()
+    second = int(now)
+    cached_second, prefix = _second_prefix
+    if cached_second != second:
+        prefix = time.strftime("%Y-%m-%d %H:%M:%S:", time.gmtime(second))
+        _second_prefix = (second, prefix)
+    return f"{prefix}{int((now - second) * 1000) % 1000:03d}+0000"
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder(ensure_ascii: bool, sort_keys: bool, default: Callable) -> Callable[[Any], str]:
+    """What the app's JSON provider's dumps() does, without building a new encoder on every call."""
+    return json.JSONEncoder(ensure_ascii=ensure_ascii, sort_keys=sort_keys, default=default).encode
 
 
 def request_msgid(body: Any = None) -> str:
@@ -71,27 +96,35 @@ def api_id() -> str:
 
 
 def respond(status: int = 200, result: dict | None = None, error: OtpError | None = None) -> Response:
-    g.status = status
-    g.err = error.err if error else ""
+    state = g._get_current_object()  # one context lookup instead of one per attribute
+    msgid = state.msgid if "msgid" in state else current_msgid()
+    err = error.err if error else ""
+    state.status = status
+    state.err = err
     body = {
-        "id": api_id(),
-        "ver": g.get("api_ver", "v1"),
-        "ts": timestamp(),
+        "id": state.get("api_id", "api.otp"),
+        "ver": state.get("api_ver", "v1"),
+        "ts": _now_timestamp(),
         "params": {
             "resmsgid": str(uuid.uuid4()),
-            "msgid": current_msgid(),
-            "err": error.err if error else "",
-            "status": error.err if error else "success",
+            "msgid": msgid,
+            "err": err,
+            "status": err if error else "success",
             "errmsg": error.message if error else "",
         },
         "responseCode": response_code(status),
         "result": (error.result if error else result) or {},
     }
-    response = current_app.response_class(json.dumps(body), status=status, mimetype="application/json")
-    response.headers["X-Request-ID"] = current_msgid()
+    app = current_app._get_current_object()
+    provider = app.json
+    try:
+        encode = _encoder(provider.ensure_ascii, provider.sort_keys, provider.default)
+    except AttributeError:  # a provider other than Flask's default: let it encode
+        encode = provider.dumps
+    headers = {"X-Request-ID": msgid}
     if error is not None and error.retry_after:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+        headers["Retry-After"] = str(error.retry_after)
+    return app.response_class(encode(body), status=status, headers=headers, mimetype="application/json")
 
 
 def respond_error(error: OtpError) -> Response:
