@@ -8,13 +8,13 @@ back every request it received.
 from __future__ import annotations
 
 import base64
-import json
 import re
-import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
+
+from .http_standin import HttpStandIn, answer
 
 _MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<sid>AC[0-9a-fA-F]{32})/Messages\.json$")
 
@@ -29,7 +29,7 @@ class ReceivedRequest:
 
 
 @dataclass
-class TwilioApiStandIn:
+class TwilioApiStandIn(HttpStandIn):
     """Start with `start()`; `base_url` is then http://127.0.0.1:<port>. Set `mode` to change the next answers."""
 
     account_sid: str
@@ -40,45 +40,11 @@ class TwilioApiStandIn:
     hang_seconds: float = 5.0  # an upper bound, so that a forgotten hang cannot stall the suite
     requests: list[ReceivedRequest] = field(default_factory=list)
 
-    def __post_init__(self):
-        self._lock = threading.Lock()
-        self._release = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-
-    # -- life -------------------------------------------------------------------------------------------------------
-    def start(self) -> "TwilioApiStandIn":
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                standin._handle(self)
-
-            def do_GET(self):  # noqa: N802
-                standin._handle(self)
-
-            def log_message(self, *args):  # keep pytest's output clean
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="twilio-standin", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()  # let hanging handlers go
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    thread_name = "twilio-standin"
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start() first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def received(self) -> list[ReceivedRequest]:
-        with self._lock:
-            return list(self.requests)
+        return self.root_url
 
     # -- one request ------------------------------------------------------------------------------------------------
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
@@ -86,23 +52,22 @@ class TwilioApiStandIn:
         raw = h.rfile.read(length).decode("utf-8") if length else ""
         form = {name: values[0] for name, values in parse_qs(raw, keep_blank_values=True).items()}
         request = ReceivedRequest(h.command, h.path, dict(h.headers.items()), _basic(h.headers.get("Authorization")), form)
-        with self._lock:
-            self.requests.append(request)
+        self._record(request)
 
         match = _MESSAGES.match(h.path)
         if h.command != "POST" or match is None:
-            return _answer(h, 404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
+            return answer(h, 404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
         if request.auth != (self.username, self.password) or match["sid"] != self.account_sid:
-            return _answer(h, 401, {"code": 20003, "message": "Authenticate", "status": 401,
+            return answer(h, 401, {"code": 20003, "message": "Authenticate", "status": 401,
                                     "more_info": "https://www.twilio.com/docs/errors/20003"})
         if self.mode == "hang":
-            self._release.wait(self.hang_seconds)
-            return _answer(h, 504, {"code": 20504, "message": "stand-in released", "status": 504})
+            self._hang()
+            return answer(h, 504, {"code": 20504, "message": "stand-in released", "status": 504})
         if self.mode == "error":
-            return _answer(h, 500, {"code": 20500, "message": "Internal Server Error", "status": 500})
+            return answer(h, 500, {"code": 20500, "message": "Internal Server Error", "status": 500})
         if self.mode == "reject":
             to = form.get("To", "")
-            return _answer(h, 400, {
+            return answer(h, 400, {
                 "code": self.error_code,
                 # Twilio quotes the number in its message: the service must never log this text
                 "message": f"The 'To' number {to} is not a valid phone number.",
@@ -111,11 +76,11 @@ class TwilioApiStandIn:
             })
         sender_missing = "From" not in form and "MessagingServiceSid" not in form
         if "To" not in form or "Body" not in form or sender_missing:
-            return _answer(h, 400, {"code": 21603 if sender_missing else 21604,
+            return answer(h, 400, {"code": 21603 if sender_missing else 21604,
                                     "message": "A required parameter is missing", "status": 400})
         status = "failed" if self.mode == "queued-failed" else "queued"
         sid = "SM" + uuid.uuid4().hex
-        return _answer(h, 201, {
+        return answer(h, 201, {
             "sid": sid,
             "account_sid": self.account_sid,
             "to": form["To"],
@@ -142,14 +107,3 @@ def _basic(header: str | None) -> tuple[str, str] | None:
     user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
     return user, password
 
-
-def _answer(h: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
-    body = json.dumps(payload).encode()
-    try:
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-    except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test): nothing to answer
-        pass

@@ -10,12 +10,12 @@ reads back every request it received. The paths are the defaults; `prefix` puts 
 """
 from __future__ import annotations
 
-import json
-import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote
+
+from .http_standin import HttpStandIn, answer
 
 
 @dataclass
@@ -26,7 +26,7 @@ class ReceivedRequest:
 
 
 @dataclass
-class UserServiceStandIn:
+class UserServiceStandIn(HttpStandIn):
     """Start with `start()`; `base_url` is then http://127.0.0.1:<port>. Set `mode` to change the next answers."""
 
     users: dict[str, dict] = field(default_factory=dict)  # userId -> Sunbird user record
@@ -36,62 +36,13 @@ class UserServiceStandIn:
     hang_seconds: float = 10.0  # an upper bound, so that a forgotten hang cannot stall the suite
     requests: list[ReceivedRequest] = field(default_factory=list)
 
-    def __post_init__(self):
-        self._lock = threading.Lock()
-        self._release = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-
-    # -- life -------------------------------------------------------------------------------------------------------
-    def start(self) -> "UserServiceStandIn":
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as a real service behind a gateway
-
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                standin._handle(self)
-
-            def do_POST(self):  # noqa: N802
-                standin._handle(self)
-
-            def log_message(self, *args):  # keep pytest's output clean
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="user-service-standin", daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()  # let hanging handlers go
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> "UserServiceStandIn":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def root_url(self) -> str:
-        """http://127.0.0.1:<port>, without the prefix."""
-        assert self._server is not None, "start() first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    thread_name = "user-service-standin"
+    keep_alive = True
 
     @property
     def base_url(self) -> str:
         """What OTP_USER_SERVICE_URL is set to for the default paths."""
         return self.root_url + self.prefix
-
-    def received(self) -> list[ReceivedRequest]:
-        with self._lock:
-            return list(self.requests)
 
     def add_user(self, user_id: str | None = None, **record) -> str:
         user_id = user_id or str(uuid.uuid4())
@@ -101,17 +52,16 @@ class UserServiceStandIn:
 
     # -- one request ------------------------------------------------------------------------------------------------
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        with self._lock:
-            self.requests.append(ReceivedRequest(h.command, h.path, dict(h.headers.items())))
+        self._record(ReceivedRequest(h.command, h.path, dict(h.headers.items())))
         if self.mode == "hang":
-            self._release.wait(self.hang_seconds)
-            return _answer(h, 504, _envelope("api.user", "SERVER_ERROR", "GATEWAY_TIMEOUT", {}))
+            self._hang()
+            return answer(h, 504, _envelope("api.user", "SERVER_ERROR", "GATEWAY_TIMEOUT", {}))
         if self.mode == "down":
-            return _answer(h, 503, _envelope("api.user", "SERVER_ERROR", "SERVER_ERROR", {}))
+            return answer(h, 503, _envelope("api.user", "SERVER_ERROR", "SERVER_ERROR", {}))
         if self.mode == "garbage":
-            return _answer(h, 200, None, raw=b"<html>upstream says hello</html>", content_type="text/html")
+            return answer(h, 200, None, raw=b"<html>upstream says hello</html>", content_type="text/html")
         if self.token is not None and h.headers.get("Authorization") != f"Bearer {self.token}":
-            return _answer(h, 401, _envelope("api.user", "UNAUTHORIZED", "UNAUTHORIZED_USER", {}))
+            return answer(h, 401, _envelope("api.user", "UNAUTHORIZED", "UNAUTHORIZED_USER", {}))
 
         path = h.path.split("?", 1)[0]
         if not path.startswith(self.prefix + "/"):
@@ -120,22 +70,22 @@ class UserServiceStandIn:
         if h.command == "GET" and len(parts) == 6 and parts[1:4] == ["v1", "user", "exists"]:
             contact_type, value = unquote(parts[4]), unquote(parts[5])
             if contact_type not in ("email", "phone"):
-                return _answer(h, 400, _envelope("api.user.exists", "CLIENT_ERROR", "INVALID_VALUE", {}))
+                return answer(h, 400, _envelope("api.user.exists", "CLIENT_ERROR", "INVALID_VALUE", {}))
             with self._lock:
                 exists = any(value in _current(user, contact_type) for user in self.users.values())
-            return _answer(h, 200, _envelope("api.user.exists", "OK", "", {"exists": exists}))
+            return answer(h, 200, _envelope("api.user.exists", "OK", "", {"exists": exists}))
         if h.command == "GET" and len(parts) == 5 and parts[1:4] == ["v1", "user", "read"]:
             with self._lock:
                 user = self.users.get(unquote(parts[4]))
             if user is None:
-                return _answer(h, 404, _envelope("api.user.read", "RESOURCE_NOT_FOUND", "USER_NOT_FOUND", {}))
-            return _answer(h, 200, _envelope("api.user.read", "OK", "", {"response": dict(user)}))
+                return answer(h, 404, _envelope("api.user.read", "RESOURCE_NOT_FOUND", "USER_NOT_FOUND", {}))
+            return answer(h, 200, _envelope("api.user.read", "OK", "", {"response": dict(user)}))
         return self._route_not_found(h)
 
     def _route_not_found(self, h: BaseHTTPRequestHandler) -> None:
         if self.mode == "bare-404":
-            return _answer(h, 404, None, raw=b"Not Found", content_type="text/plain")
-        return _answer(h, 404, _envelope("api.user", "RESOURCE_NOT_FOUND", "RESOURCE_NOT_FOUND", {}))
+            return answer(h, 404, None, raw=b"Not Found", content_type="text/plain")
+        return answer(h, 404, _envelope("api.user", "RESOURCE_NOT_FOUND", "RESOURCE_NOT_FOUND", {}))
 
 
 def _current(user: dict, contact_type: str) -> set[str]:
@@ -165,17 +115,3 @@ def _envelope(api_id: str, response_code: str, err: str, result: dict) -> dict:
         "result": result,
     }
 
-
-def _answer(
-    h: BaseHTTPRequestHandler, status: int, payload: dict | None, *, raw: bytes | None = None,
-    content_type: str = "application/json",
-) -> None:
-    body = raw if raw is not None else json.dumps(payload).encode()
-    try:
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-    except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test): nothing to answer
-        pass
