@@ -1646,25 +1646,11 @@ class Engine:
             if ks is None:
                 raise InvalidRequest("Keyspace '%s' doesn't exist" % ksname)
             return self._create_table(ks, stmt)
-        if isinstance(stmt, P.AlterTable):
-            if ks is None or stmt.name not in ks.tables:
-                if stmt.if_exists:
-                    return VoidResult()
-                if ks is None:
-                    raise InvalidRequest("Keyspace '%s' doesn't exist" % ksname)
-                raise InvalidRequest("Table '%s.%s' doesn't exist" % (ksname, stmt.name))
-            if ks.system:
-                raise Unauthorized("%s keyspace is not user-modifiable." % ksname)
-            return self._alter_table(ks.tables[stmt.name], stmt)
-        if isinstance(stmt, P.DropTable):
-            if ks is None or stmt.name not in ks.tables:
-                if stmt.if_exists:
-                    return VoidResult()
-                if ks is None:
-                    raise InvalidRequest("Keyspace '%s' doesn't exist" % ksname)
-                raise InvalidRequest("Table '%s.%s' doesn't exist" % (ksname, stmt.name))
-            if ks.system:
-                raise Unauthorized("%s keyspace is not user-modifiable." % ksname)
+        if isinstance(stmt, (P.AlterTable, P.DropTable)):
+            if not self._user_table_exists(ks, ksname, stmt):
+                return VoidResult()  # IF EXISTS on a missing table
+            if isinstance(stmt, P.AlterTable):
+                return self._alter_table(ks.tables[stmt.name], stmt)
             del ks.tables[stmt.name]
             self._drop_prepared(ksname, stmt.name)
             return self._schema_changed(SchemaChangeResult("DROPPED", "TABLE", ksname, stmt.name))
@@ -1743,6 +1729,19 @@ class Engine:
             opts["durable_writes"] = "true" if ks.durable_writes else "false"
         ks.replication, ks.durable_writes = self._replication(opts, stmt.name)
         return self._schema_changed(SchemaChangeResult("UPDATED", "KEYSPACE", stmt.name))
+
+    @staticmethod
+    def _user_table_exists(ks, ksname: str, stmt) -> bool:
+        """For ALTER/DROP TABLE: False only with IF EXISTS on a missing table; errors as Cassandra words them."""
+        if ks is None or stmt.name not in ks.tables:
+            if stmt.if_exists:
+                return False
+            if ks is None:
+                raise InvalidRequest("Keyspace '%s' doesn't exist" % ksname)
+            raise InvalidRequest("Table '%s.%s' doesn't exist" % (ksname, stmt.name))
+        if ks.system:
+            raise Unauthorized("%s keyspace is not user-modifiable." % ksname)
+        return True
 
     def _create_table(self, ks: Keyspace, stmt: P.CreateTable):
         if ks.system:
