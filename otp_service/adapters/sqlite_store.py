@@ -51,6 +51,16 @@ _OTP_COLUMNS = (
     "send_count, window_start, last_sent_on, version, expires_at"
 )
 _OTP_SET = ", ".join(f"{c} = excluded.{c}" for c in _OTP_COLUMNS.split(", ")[2:])
+# The statements of the hot path, built once (SQLite's statement cache then finds them by their text).
+_SELECT_OTP = f"SELECT {_OTP_COLUMNS} FROM otp WHERE type = ? AND key = ? AND expires_at > ?"
+_INSERT_OTP = (
+    f"INSERT INTO otp ({_OTP_COLUMNS}) VALUES ({', '.join('?' * 14)}) "
+    f"ON CONFLICT (type, key) DO UPDATE SET {_OTP_SET} WHERE otp.expires_at <= ?"
+)
+_UPDATE_OTP = (
+    f"UPDATE otp SET {', '.join(f'{c} = ?' for c in _OTP_COLUMNS.split(', ')[2:])} "
+    "WHERE type = ? AND key = ? AND version = ? AND expires_at > ?"
+)
 _PURGE_EVERY_SECONDS = 60.0
 
 
@@ -102,10 +112,7 @@ class SqliteStore(Store):
 
     # -- otp ------------------------------------------------------------------------------------------------------
     def get_otp(self, type_: str, key: str) -> OtpRow | None:
-        found = self._run(
-            f"SELECT {_OTP_COLUMNS} FROM otp WHERE type = ? AND key = ? AND expires_at > ?",
-            (type_, key, self.clock()),
-        ).fetchone()
+        found = self._run(_SELECT_OTP, (type_, key, self.clock())).fetchone()
         if found is None:
             return None
         values = list(found)
@@ -114,20 +121,11 @@ class SqliteStore(Store):
 
     def insert_otp(self, row: OtpRow) -> bool:
         self._maybe_purge()
-        cursor = self._run(
-            f"INSERT INTO otp ({_OTP_COLUMNS}) VALUES ({', '.join('?' * 14)}) "
-            f"ON CONFLICT (type, key) DO UPDATE SET {_OTP_SET} WHERE otp.expires_at <= ?",
-            (*_otp_values(row), self.clock()),
-        )
+        cursor = self._run(_INSERT_OTP, (*_otp_values(row), self.clock()))
         return cursor.rowcount == 1
 
     def update_otp(self, row: OtpRow, expected_version: int) -> bool:
-        columns = _OTP_COLUMNS.split(", ")[2:]
-        cursor = self._run(
-            f"UPDATE otp SET {', '.join(f'{c} = ?' for c in columns)} "
-            "WHERE type = ? AND key = ? AND version = ? AND expires_at > ?",
-            (*_otp_values(row)[2:], row.type, row.key, expected_version, self.clock()),
-        )
+        cursor = self._run(_UPDATE_OTP, (*_otp_values(row)[2:], row.type, row.key, expected_version, self.clock()))
         return cursor.rowcount == 1
 
     def delete_otp(self, type_: str, key: str) -> None:
