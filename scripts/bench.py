@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, from {','.join(SCENARIOS)} (default all)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load on each server first")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of rest between runs")
+    parser.add_argument("--pool-size", type=int, default=POOL_SIZE,
+                        help=f"prepared keys each for resend and wrong (default {POOL_SIZE}); "
+                             "at most 99 wrong codes and 999 resends a key, so keep it above rate x duration / 90")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra environment variable for both servers (repeatable), e.g. OTP_LOG_LEVEL=warning")
@@ -425,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                     fastest = max(list(service_rps.values()) + [service_rps.get("new", 0) * 1.5, 200.0])
                     count = math.ceil(fastest * 1.5 * opts.duration) + 100
                 else:
-                    count = POOL_SIZE
+                    count = opts.pool_size
                 pool = write_pool(folder / f"pool-{scenario}.txt", prepared(count))
                 arg_c = arg_s = pool
             time.sleep(opts.pause)

@@ -1,0 +1,46 @@
+"""scripts/bench.py runs end to end (both servers, every scenario, one second each) and reports sane numbers.
+
+This checks that the benchmark works, not how fast the service is: speed is measured by running the script
+(docs/BENCHMARKS.md), never by a timed test. Skipped where wrk is not installed (`apt-get install -y wrk`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ("generate (new key)", "generate (resend)", "verify (wrong code)", "verify (right code)")
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+
+
+def test_bench_runs_every_scenario_against_the_service_and_the_ceiling(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_CASSANDRA_")}  # the embedded store
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--duration", "1", "--warmup", "0", "--pause", "0",
+         "--pool-size", "100", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr  # 1 would mean unexpected answers or socket errors
+
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| scenario")]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(LABELS)
+    assert "store=sqlite, channel=console, workers=2, connections=16" in done.stdout
+
+    report = json.loads(out.read_text())
+    assert report["store"] == "sqlite"
+    assert [r["label"] for r in report["results"]] == list(LABELS)
+    for result in report["results"]:
+        for run in (result["service"], result["ceiling"]):
+            assert run["requests"] > 0 and run["rps"] > 0
+            assert 0 < run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
+            assert run["unexpected"] == run["exhausted"] == run["socket_errors"] == 0
+            assert run["cpu_ms"] > 0
+        assert result["ratio"] == pytest.approx(result["service"]["rps"] / result["ceiling"]["rps"])
