@@ -291,6 +291,7 @@ def table(results: list[Result], opts, store: str) -> str:
     head = (
         f"store={store}, channel=console, workers={opts.workers}, connections={opts.connections}, "
         f"wrk threads={opts.threads}, {opts.duration} s per run"
+        + (f", median of {opts.rounds} rounds" if opts.rounds > 1 else "")
         + (f", {' '.join(opts.set)}" if opts.set else "") + "\n\n"
         "| scenario | service req/s | p50 ms | p99 ms | CPU ms/req | ceiling req/s | p50 ms | p99 ms | CPU ms/req "
         "| ratio | goal |\n"
@@ -319,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2, at most 9)")
     parser.add_argument("--scenarios", default="new,resend,wrong,right",
                         help=f"comma-separated, from {','.join(SCENARIOS)} (default all)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every scenario this many times, interleaved, and show the median round "
+                             "(use 3 or more on a shared machine)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load on each server first")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of rest between runs")
     parser.add_argument("--pool-size", type=int, default=POOL_SIZE,
@@ -336,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown or not scenarios:
         parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    if opts.rounds < 1 or opts.duration < 1:
+        parser.error("--rounds and --duration must be at least 1")
     if not 1 <= opts.threads <= 9 or opts.threads > opts.connections:
         parser.error("--threads must be 1..9 and at most --connections")
     if shutil.which("wrk") is None:
@@ -395,7 +401,6 @@ def main(argv: list[str] | None = None) -> int:
             for server in (ceiling, service):
                 wrk(server.url, api_key, "new", 0, "-", runs.take(), **short)
 
-        results: list[Result] = []
         fresh_runs: list[str] = []  # runs of new keys on the service whose codes are still unused
         used: set[str] = set()
 
@@ -418,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"bench: could not prepare {count} keys (see {service.stdout_path})")
 
         service_rps: dict[str, float] = {}
-        for scenario in scenarios:
+        rounds: dict[str, list[Result]] = {scenario: [] for scenario in scenarios}
+        for round_, scenario in [(n, s) for n in range(opts.rounds) for s in scenarios]:
             label = SCENARIOS[scenario][0]
             if scenario == "new":
                 arg_c, arg_s = runs.take(), runs.take()
@@ -429,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                     count = math.ceil(fastest * 1.5 * opts.duration) + 100
                 else:
                     count = opts.pool_size
-                pool = write_pool(folder / f"pool-{scenario}.txt", prepared(count))
+                pool = write_pool(folder / f"pool-{scenario}-{round_}.txt", prepared(count))
                 arg_c = arg_s = pool
             time.sleep(opts.pause)
             c = measure("ceiling", scenario, ceiling, api_key, arg_c, opts)
@@ -438,27 +444,34 @@ def main(argv: list[str] | None = None) -> int:
             if scenario == "right" and s.exhausted:
                 # The service outran the prepared keys: once more, with enough for the rate it reached.
                 count = math.ceil(s.rps * 1.5 * opts.duration) + 100
-                arg_s = write_pool(folder / "pool-right-2.txt", prepared(count))
+                arg_s = write_pool(folder / f"pool-right-{round_}-again.txt", prepared(count))
                 time.sleep(opts.pause)
                 s = measure("service", scenario, service, api_key, arg_s, opts)
             if scenario == "new":
                 fresh_runs.append(arg_s)
                 time.sleep(0.3)
             service_rps[scenario] = s.rps
-            results.append(Result(scenario, label, s, c))
+            rounds[scenario].append(Result(scenario, label, s, c))
             say(f"bench: {label}: service {s.rps:.0f} req/s p99 {s.p99_ms:.1f} ms, ceiling {c.rps:.0f} req/s")
         rss = service.worker_rss_kib()
         load_after = os.getloadavg()
+        # Each scenario's row is its round with the median ratio (the lower middle one for an even count).
+        results = [sorted(rounds[scenario], key=lambda r: r.ratio)[(opts.rounds - 1) // 2] for scenario in scenarios]
     finally:
         for server in servers:
             server.stop()
 
     print(table(results, opts, store))
+    if opts.rounds > 1:
+        for scenario in scenarios:
+            every = ", ".join(f"{r.ratio:.2f}" for r in rounds[scenario])
+            print(f"{SCENARIOS[scenario][0]}: ratio in each round {every} (the row shows the median round)")
     print(f"machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}, Python {info['python']}, "
           f"Flask {info['flask']}, Werkzeug {info['werkzeug']}, gunicorn {info['gunicorn']}, {info['wrk']}")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
           f"service worker RSS after the run: {', '.join(f'{k / 1024:.0f} MiB' for k in rss)}")
-    invalid = [(r.label, run) for r in results for run in (r.service, r.ceiling) if not run.valid]
+    invalid = [(r.label, run) for scenario in scenarios for r in rounds[scenario] for run in (r.service, r.ceiling)
+               if not run.valid]
     for label, run in invalid:
         print(f"INVALID {run.target} run of {label}: unexpected={run.unexpected} exhausted={run.exhausted} "
               f"socket_errors={run.socket_errors} first unexpected answer: {run.first_bad[:200]}")
@@ -469,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             "store": store, "options": vars(opts), "machine": info,
             "load_before": load_before, "load_after": load_after, "service_worker_rss_kib": rss,
             "results": [{**asdict(r), "goal_met": r.goal_met} for r in results],
+            "rounds": {scenario: [{**asdict(r), "goal_met": r.goal_met} for r in rounds[scenario]]
+                       for scenario in scenarios},
         }, indent=2))
     if opts.keep:
         print(f"working folder kept: {folder}")
