@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     finally:
         sys.stdout, sys.stderr = real_out, real_err
+        console.close()
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"in-process WSGI cost, best of {repeat} x {n} requests, one thread (microseconds per request):")
     for name, micros in rows:
         print(f"  {name:38s} {micros:8.0f}")
