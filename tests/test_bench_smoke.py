@@ -1,7 +1,7 @@
 """scripts/bench.py runs end to end (both servers, every scenario, one second each) and reports sane numbers.
 
 This checks that the benchmark works, not how fast the service is: speed is measured by running the script
-(docs/BENCHMARKS.md), never by a timed test. Skipped where wrk is not installed (`apt-get install -y wrk`).
+(docs/BENCHMARKS.md), never by a timed test. Needs wrk (`apt-get install -y wrk`; .ci/run installs it).
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("generate (new key)", "generate (resend)", "verify (wrong code)", "verify (right code)")
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 
 
 def test_bench_runs_every_scenario_against_the_service_and_the_ceiling(tmp_path):
+    assert shutil.which("wrk"), "wrk is not installed: apt-get install -y wrk (bash .ci/run does it)"
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_CASSANDRA_")}  # the embedded store
     done = subprocess.run(
