@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timezone
 
-from otp_service.entrypoints.logs import JsonFormatter
+from hypothesis import given, strategies as st
+
+from otp_service.entrypoints.logs import JsonFormatter, _iso_utc
 
 from .support import AUTH, unique_email, unique_phone, wrong_code
 
@@ -90,3 +93,10 @@ def test_a_traceback_stays_inside_its_one_line():
     assert "\n" not in text
     line = json.loads(text)
     assert line["message"] == "failed" and "RuntimeError: boom" in line["exc"] and line["msgid"] == "-"
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.integers(0, 4 * 10**9).map(lambda n: n / 1000))
+def test_the_line_time_is_the_records_time_in_utc_to_the_millisecond(created):
+    """The formatter caches the date part for a second; it must still say what datetime would, rounding included."""
+    expected = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
+    assert _iso_utc(created) == expected

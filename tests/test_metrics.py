@@ -75,6 +75,18 @@ def test_metrics_need_no_api_key_and_count_requests_by_route_status_and_err(api)
     assert total(found, "otp_http_request_duration_seconds_bucket", route="/v1/otp/generate", le="+Inf") == 2
 
 
+def test_a_method_no_route_knows_is_one_bounded_label(api):
+    """A caller may send any method token; each would otherwise become a new series."""
+    for method in ("BREW", "PROPFIND", "X-ANYTHING"):
+        api.client.open("/v1/otp/generate", method=method)
+
+    found = scrape(api.client)
+
+    assert total(found, "otp_http_requests_total", route="<unmatched>", method="other") == 3
+    methods = {dict(items).get("method") for (name, items) in found if name == "otp_http_requests_total"}
+    assert methods <= {"GET", "POST", "other"}
+
+
 def test_deliveries_are_counted_by_channel_and_result(api, channel):
     api.generate(unique_email())
     api.generate(unique_phone(), type_="phone")

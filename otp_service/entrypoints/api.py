@@ -48,6 +48,7 @@ def generate():
     body = _begin("api.otp.generate")
     parsed = load_generate(body, current_app.config["OTP_DEFAULT_REGION"])
     g.masked_key = parsed.contact.masked
+    g.contact_type = parsed.contact.type  # for the delivery and block metrics
     outcome = service().generate(
         parsed.contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=g.msgid
     )

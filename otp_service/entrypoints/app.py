@@ -133,8 +133,17 @@ def _shown_path() -> str:
     return "requested"
 
 
+# Methods a metric label may carry; any other (a caller may send any token) is counted as "other".
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _register_request_log(app: Flask) -> None:
-    """One JSON line and one set of metrics per request, whatever answered it (a route or an error handler)."""
+    """One JSON line and one set of metrics per request, whatever answered it (a route or an error handler).
+
+    This runs on every request, so it looks up Flask's context-locals once each and keeps its own references to
+    the metrics and channels."""
+    metrics: Metrics = app.extensions["otp_metrics"]
+    channels = app.extensions["otp_service"].channels
 
     @app.before_request
     def start_clock():
@@ -142,46 +151,49 @@ def _register_request_log(app: Flask) -> None:
 
     @app.after_request
     def log_request(response):
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        err = g.get("err", "") or ""
+        state = g._get_current_object()
+        req = request._get_current_object()
+        seconds = time.perf_counter() - state.get("started", time.perf_counter())
+        rule = req.url_rule
+        route = rule.rule if rule is not None else "<unmatched>"
+        err = state.get("err", "") or ""
         status = response.status_code
-        metrics = _metrics()
-        metrics.observe_request(route, request.method, status, err, seconds)
+        method = req.method if req.method in _KNOWN_METHODS else "other"
+        metrics.observe_request(route, method, status, err, seconds)
         if route == "/v1/otp/generate":
-            _count_delivery_and_block(metrics, status, err)
+            _count_delivery_and_block(metrics, channels, state.get("contact_type"), status, err)
         elif route == "/health" and status == 503:
             metrics.store_error("unavailable")
         level = logging.DEBUG if route == "/metrics" else logging.WARNING if status >= 500 else logging.INFO
-        log.log(
-            level,
-            "request",
-            extra={
-                "route": route,
-                "method": request.method,
-                "status": status,
-                "err": err,
-                "outcome": g.get("outcome"),
-                "key": g.get("masked_key"),
-                "latency_ms": round(seconds * 1000, 1),
-            },
-        )
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "request",
+                extra={
+                    "msgid": state.get("msgid", "-"),
+                    "route": route,
+                    "method": req.method,
+                    "status": status,
+                    "err": err,
+                    "outcome": state.get("outcome"),
+                    "key": state.get("masked_key"),
+                    "latency_ms": round(seconds * 1000, 1),
+                },
+            )
         return response
 
 
-def _count_delivery_and_block(metrics: Metrics, status: int, err: str) -> None:
+def _count_delivery_and_block(
+    metrics: Metrics, channels: dict, contact_type: ContactType | None, status: int, err: str
+) -> None:
     """A generate that reached its channel answers 200 (accepted) or DELIVERY_FAILED; MAX_LIMIT_EXHAUSTED is
-    answered only after the block was written. Both happen after the body was validated, so its type is good."""
-    if status != 200 and err not in ("DELIVERY_FAILED", "MAX_LIMIT_EXHAUSTED"):
-        return
-    body = request.get_json(silent=True) if request.is_json else None
-    try:
-        contact_type = ContactType.parse(body["request"]["type"])
-    except (OtpError, KeyError, TypeError):
+    answered only after the block was written. Both happen after the body was validated, and the route recorded
+    its contact type (`g.contact_type`) then."""
+    if contact_type is None or (status != 200 and err not in ("DELIVERY_FAILED", "MAX_LIMIT_EXHAUSTED")):
         return
     if err == "MAX_LIMIT_EXHAUSTED":
         metrics.blocked(contact_type.value)
         return
-    channel = current_app.extensions["otp_service"].channels.get(contact_type)
+    channel = channels.get(contact_type)
     if channel is not None:
         metrics.delivery(channel.name, accepted=status == 200)

@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import sys
-from datetime import datetime, timezone
+import time
 
 from flask import g, has_request_context
 
@@ -30,12 +30,31 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+# One encoder for every line (json.dumps with `default` would build a new one each time).
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+_second: tuple[int, str] = (-1, "")  # (epoch second, "yyyy-mm-ddThh:mm:ss") of the last line
+
+
+def _iso_utc(created: float) -> str:
+    """`yyyy-mm-ddThh:mm:ss.mmm+00:00`, formatting the date and time only once a second."""
+    global _second
+    second = int(created)
+    micros = round((created - second) * 1e6)  # as datetime.fromtimestamp rounds
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    cached, prefix = _second
+    if cached != second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, prefix)
+    return f"{prefix}.{micros // 1000:03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line (newlines inside values are escaped by JSON itself)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": _iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msgid": getattr(record, "msgid", "-"),
@@ -49,7 +68,7 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exc"] = record.exc_text
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _encode(line)
 
 
 class _StderrHandler(logging.StreamHandler):

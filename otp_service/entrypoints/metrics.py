@@ -28,6 +28,7 @@ class Metrics:
     def __init__(self, *, channels: tuple[str, ...] = (), store: str = "store"):
         self.multiprocess = multiprocess_mode()
         self.store = store
+        self._request_children: dict[tuple, tuple] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         into = {"registry": self.registry}
         self.requests = Counter(
@@ -60,8 +61,14 @@ class Metrics:
             self.store_errors.labels(store, kind)
 
     def observe_request(self, route: str, method: str, status: int, err: str, seconds: float) -> None:
-        self.requests.labels(route, method, str(status), err).inc()
-        self.latency.labels(route).observe(seconds)
+        # labels() takes a lock and builds its key on every call; the children of the few label sets the app
+        # answers with are kept here instead (a race only makes labels() return the same child twice).
+        found = self._request_children.get((route, method, status, err))
+        if found is None:
+            found = (self.requests.labels(route, method, str(status), err), self.latency.labels(route))
+            self._request_children[(route, method, status, err)] = found
+        found[0].inc()
+        found[1].observe(seconds)
 
     def delivery(self, channel: str, accepted: bool) -> None:
         self.deliveries.labels(channel, DELIVERY_RESULTS[0] if accepted else DELIVERY_RESULTS[1]).inc()
