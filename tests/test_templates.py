@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+from string import Template
 
 import pytest
+from hypothesis import given, strategies as st
 
 from otp_service.adapters.notifications import Message
 from otp_service.adapters.notifications.console import ConsoleChannel
 from otp_service.adapters.notifications.factory import build_templates
 from otp_service.adapters.notifications.settings import DeliverySettings
-from otp_service.adapters.notifications.templates import Templates
+from otp_service.adapters.notifications.templates import Templates, _substitute
 from otp_service.config import ConfigError, EnvReader
 from otp_service.domain.contacts import Contact, ContactType
 from otp_service.domain.errors import OtpError
@@ -179,3 +181,11 @@ def test_a_bad_template_file_stops_startup_naming_the_file_and_the_problem(tmp_p
 def test_a_missing_template_file_stops_startup(tmp_path):
     with pytest.raises(ConfigError, match="OTP_TEMPLATES_FILE"):
         DeliverySettings.from_env(EnvReader({"OTP_TEMPLATES_FILE": str(tmp_path / "absent.json")}))
+
+
+@given(st.lists(st.sampled_from(["$otp", "${minutes}", "$$", "{", "}", "{{x}}", "$installation", " text ", "é", "\n"]))
+           .map("".join))
+def test_messages_say_exactly_what_string_template_would(text):
+    """Templates are turned into format strings once; the message must not change by it."""
+    values = {"otp": "123456", "minutes": "5", "installation": "Sun{bird} $1"}
+    assert _substitute(text, values) == Template(text).substitute(values)

@@ -5,6 +5,7 @@ Normal forms matter: the stored lookup key is derived from them, so " A@B.com" a
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 import phonenumbers
@@ -33,8 +34,8 @@ class Contact:
     type: ContactType
     key: str  # normalised: lower-cased email, or E.164 phone
 
-    @property
-    def masked(self) -> str:
+    @functools.cached_property
+    def masked(self) -> str:  # logs, metrics and messages each ask for it
         return mask(self.type, self.key)
 
     def __repr__(self) -> str:  # never let a plain key reach a log through repr()

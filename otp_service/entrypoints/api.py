@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, Flask, Request, current_app, g, request
 
 from ..domain import errors
 from ..service_layer.services import OtpService
@@ -18,26 +18,33 @@ def service() -> OtpService:
     return current_app.extensions["otp_service"]
 
 
-def _begin(api: str) -> dict:
-    """Name the API, take the msgid, check the API key, then require a JSON body: in that order."""
-    g.api_id, g.api_ver = api, "v1"
-    body = request.get_json(silent=True) if request.is_json else None
-    g.msgid = request_msgid(body)
-    _authenticate()
-    if not request.is_json:
+def _begin(api: str) -> tuple[dict, object, Flask]:
+    """Name the API, take the msgid, check the API key, then require a JSON body: in that order.
+
+    Returns the body, the request's `g` and the app, each looked up once (every context-local access is a lookup).
+    """
+    state = g._get_current_object()
+    req = request._get_current_object()
+    app = current_app._get_current_object()
+    state.api_id, state.api_ver = api, "v1"
+    is_json = req.is_json
+    body = req.get_json(silent=True) if is_json else None
+    state.msgid = request_msgid(body, req)
+    _authenticate(req, app)
+    if not is_json:
         raise errors.invalid_request("Request body must be JSON (Content-Type: application/json).", 415)
     if body is None:
         raise errors.invalid_request("Request body is not valid JSON.")
-    return body
+    return body, state, app
 
 
-def _authenticate() -> None:
+def _authenticate(req: Request, app: Flask) -> None:
     """Bearer API key; configured as SHA-256 digests, every digest compared in constant time."""
-    header = request.headers.get("Authorization", "")
+    header = req.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     digest = hashlib.sha256(presented.strip().encode()).hexdigest() if scheme.lower() == "bearer" else ""
     accepted = False
-    for known in current_app.config["OTP_API_KEY_HASHES"]:
+    for known in app.config["OTP_API_KEY_HASHES"]:
         accepted |= hmac.compare_digest(digest, known)
     if not accepted:
         raise errors.unauthorized()
@@ -45,25 +52,30 @@ def _authenticate() -> None:
 
 @bp.post("/v1/otp/generate")
 def generate():
-    body = _begin("api.otp.generate")
-    parsed = load_generate(body, current_app.config["OTP_DEFAULT_REGION"])
-    g.masked_key = parsed.contact.masked
-    g.contact_type = parsed.contact.type  # for the delivery and block metrics
-    outcome = service().generate(
-        parsed.contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=g.msgid
+    body, state, app = _begin("api.otp.generate")
+    parsed = load_generate(body, app.config["OTP_DEFAULT_REGION"])
+    contact = parsed.contact
+    state.masked_key = contact.masked
+    state.contact_type = contact.type  # for the delivery and block metrics
+    outcome = app.extensions["otp_service"].generate(
+        contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=state.msgid
     )
-    g.outcome = "resent" if outcome.resend else "sent"
-    return respond(result={"response": "SUCCESS"})
+    state.outcome = "resent" if outcome.resend else "sent"
+    return respond(result=_SUCCESS)
 
 
 @bp.post("/v1/otp/verify")
 def verify():
-    body = _begin("api.otp.verify")
-    parsed = load_verify(body, current_app.config["OTP_DEFAULT_REGION"])
-    g.masked_key = parsed.contact.masked
-    service().verify(parsed.contact, parsed.otp, user_id=parsed.user_id)
-    g.outcome = "verified"
-    return respond(result={"response": "SUCCESS"})
+    body, state, app = _begin("api.otp.verify")
+    parsed = load_verify(body, app.config["OTP_DEFAULT_REGION"])
+    state.masked_key = parsed.contact.masked
+    app.extensions["otp_service"].verify(parsed.contact, parsed.otp, user_id=parsed.user_id)
+    state.outcome = "verified"
+    return respond(result=_SUCCESS)
+
+
+# Both routes answer this result; the envelope only reads it.
+_SUCCESS = {"response": "SUCCESS"}
 
 
 @bp.get("/health")

@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Callable
 
-from flask import Response, current_app, g, request
+from flask import Request, Response, current_app, g, request
 
 from ..domain.errors import OtpError
 
@@ -71,9 +71,9 @@ def _encoder(ensure_ascii: bool, sort_keys: bool, default: Callable) -> Callable
     return json.JSONEncoder(ensure_ascii=ensure_ascii, sort_keys=sort_keys, default=default).encode
 
 
-def request_msgid(body: Any = None) -> str:
+def request_msgid(body: Any = None, req: Request | None = None) -> str:
     """X-Request-ID, else the body's params.msgid, else a new UUID. Only plain tokens are echoed back."""
-    for candidate in (request.headers.get("X-Request-ID"), _body_msgid(body)):
+    for candidate in ((req or request).headers.get("X-Request-ID"), _body_msgid(body)):
         if isinstance(candidate, str) and _SAFE_REQUEST_ID.match(candidate):
             return candidate
     return str(uuid.uuid4())

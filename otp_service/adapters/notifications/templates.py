@@ -6,6 +6,7 @@ docs/delivery.md); a file that names an unknown placeholder stops start-up, so a
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -34,7 +35,31 @@ class Template:
     email_html: str | None = None  # None: the HTML part is the plain text, escaped, in paragraphs
 
     def render_sms(self, **values: object) -> str:
-        return _Text(self.sms).substitute(_plain(values))
+        return _substitute(self.sms, _plain(values))
+
+
+def _substitute(text: str, values: Mapping[str, str]) -> str:
+    """`string.Template(text).substitute(values)`, with the template's placeholders found once, not per message."""
+    return _compiled(text).format_map(values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> str:
+    """The template as a str.format string: `$name` and `${name}` become `{name}`, `$$` a dollar, braces doubled.
+    A template with a stray `$` (which load_file refuses) raises as string.Template would."""
+    out, at = [], 0
+    for found in _Text.pattern.finditer(text):
+        out.append(text[at:found.start()].replace("{", "{{").replace("}", "}}"))
+        name = found.group("named") or found.group("braced")
+        if name is not None:
+            out.append("{" + name + "}")
+        elif found.group("escaped") is not None:
+            out.append("$")
+        else:
+            _Text(text).substitute()  # raises ValueError("Invalid placeholder ..."), as substitute() would
+        at = found.end()
+    out.append(text[at:].replace("{", "{{").replace("}", "}}"))
+    return "".join(out)
 
 
 def _html_from_text(text: str) -> str:
@@ -141,13 +166,13 @@ class Templates:
         """(subject, plain text, HTML). Values are escaped in the HTML; the subject is kept on one line."""
         template = self.get(template_id)
         plain = _plain(values)
-        subject = " ".join(_Text(template.email_subject).substitute(plain).split())
-        text = _Text(template.email_text).substitute(plain)
+        subject = " ".join(_substitute(template.email_subject, plain).split())
+        text = _substitute(template.email_text, plain)
         if template.email_html is None:
             body = _HTML_FRAME.format(_html_from_text(text))
         else:
             escaped = {name: html.escape(value) for name, value in plain.items()}
-            body = _Text(template.email_html).substitute(escaped)
+            body = _substitute(template.email_html, escaped)
         return subject, text, body
 
 
