@@ -74,6 +74,26 @@ def test_a_locked_sqlite_answers_503_at_once_and_recovers_without_a_restart(make
     assert api.generate(unique_email()).status_code == 200
 
 
+def test_a_write_lock_held_briefly_by_another_connection_is_waited_for(make_app, tmp_path, channel):
+    """Another writer (a worker, a backup) holding the lock for a moment delays a request; it does not fail it."""
+    path = str(tmp_path / "busy.db")
+    api = Api(make_app(store=SqliteStore(path, busy_timeout=5.0)).test_client())
+    email = unique_email()
+    assert api.generate(email).status_code == 200
+
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, as another connection's write holds it
+    releaser = threading.Timer(0.2, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    try:
+        response, elapsed = timed(lambda: api.verify(email, channel.last_code(email)))
+    finally:
+        releaser.join()
+        holder.close()
+    assert response.status_code == 200, response.get_json()
+    assert 0.15 <= elapsed < 0.2 + FAST
+
+
 # -- the store unreachable: Cassandra, behind a proxy the test cuts ---------------------------------------------------
 class TcpProxy:
     """127.0.0.1:<port> -> upstream. `cut()` resets every connection and refuses new ones (a node down); `stall()`

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -62,6 +63,9 @@ _UPDATE_OTP = (
     "WHERE type = ? AND key = ? AND version = ? AND expires_at > ?"
 )
 _PURGE_EVERY_SECONDS = 60.0
+# Waits for a locked database: 50 us at first, doubling to 5 ms (random within each, so waiters spread out).
+_FIRST_WAIT = 0.00005
+_LONGEST_WAIT = 0.005
 
 
 class SqliteStore(Store):
@@ -88,11 +92,13 @@ class SqliteStore(Store):
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             with self._schema_lock:
                 if not self._schema_ready:
                     conn.executescript(_SCHEMA)
                     self._schema_ready = True
+            # From here on, waits for another writer are ours (_wait_and_retry), not SQLite's busy handler, which
+            # sleeps 1, 2, 5, 10 ms ... between tries for a lock that is held for tens of microseconds.
+            conn.execute("PRAGMA busy_timeout=0")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from None
         self._local.conn, self._local.pid = conn, os.getpid()
@@ -105,10 +111,30 @@ class SqliteStore(Store):
         self._local = threading.local()
 
     def _run(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        conn = self._conn()
         try:
-            return self._conn().execute(sql, params)
+            return conn.execute(sql, params)
         except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"sqlite: {exc}") from None
+            if not _busy(exc):
+                raise StoreUnavailable(f"sqlite: {exc}") from None
+        return self._wait_and_retry(conn, sql, params)
+
+    def _wait_and_retry(self, conn: sqlite3.Connection, sql: str, params: tuple | dict) -> sqlite3.Cursor:
+        """Another connection holds the lock. Each statement is its own transaction, so one that met SQLITE_BUSY
+        did nothing and can run again; try again after short random sleeps, for at most `busy_timeout`."""
+        deadline = time.monotonic() + self.busy_timeout
+        ceiling = _FIRST_WAIT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreUnavailable("sqlite: database is locked")
+            time.sleep(min(random.uniform(ceiling / 2, ceiling), left))
+            ceiling = min(ceiling * 2, _LONGEST_WAIT)
+            try:
+                return conn.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise StoreUnavailable(f"sqlite: {exc}") from None
 
     # -- otp ------------------------------------------------------------------------------------------------------
     def get_otp(self, type_: str, key: str) -> OtpRow | None:
@@ -158,6 +184,11 @@ class SqliteStore(Store):
         self._next_purge = now + _PURGE_EVERY_SECONDS
         self._run("DELETE FROM otp WHERE expires_at <= ?", (now,))
         self._run("DELETE FROM blocked_key WHERE blocked_until <= ?", (now,))
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY, or one of its extended codes: another connection holds the lock; nothing was done."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def _otp_values(row: OtpRow) -> tuple:
