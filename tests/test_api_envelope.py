@@ -118,8 +118,11 @@ def test_store_down_is_503(app, api):
     def down(*args):
         raise StoreUnavailable("unreachable")
 
-    app.extensions["otp_service"].store.get_otp = down
+    store = app.extensions["otp_service"].store
+    for method in ("get_otp", "get_otp_and_block", "get_block", "insert_otp", "update_otp", "delete_otp", "block_key"):
+        setattr(store, method, down)
     assert_envelope(api.generate(unique_email()), 503, "SERVER_ERROR", "SERVER_ERROR")
+    assert_envelope(api.verify(unique_email(), "123456"), 503, "SERVER_ERROR", "SERVER_ERROR")
 
 
 def test_health_is_200_when_the_store_answers(api):

@@ -232,11 +232,14 @@ def test_rule3_the_lockout_cache_answers_without_the_table(make_app, channel, cl
     api.generate(email)
     service = app.extensions["otp_service"]
     assert len(service.lockout) == 1
-    original, service.store.get_block = service.store.get_block, _fail
+    store = service.store
+    for read in ("get_block", "get_otp_and_block", "get_otp"):  # the table is not asked: the cache answers
+        setattr(store, read, _fail)
     try:
         envelope_error(api.generate(email), 400, "KEY_BLOCKED")
     finally:
-        service.store.get_block = original
+        for read in ("get_block", "get_otp_and_block", "get_otp"):
+            delattr(store, read)
 
 
 def test_rule7_delivery_failure_is_502_and_the_send_still_counts(make_app, channel, clock):

@@ -130,6 +130,28 @@ def test_a_later_block_replaces_an_earlier_one(store):
     assert abs(store.get_block("email", key).blocked_until - (now + 7200)) < 0.01
 
 
+def test_the_row_and_the_block_read_together_are_each_what_their_own_read_says(store):
+    """get_otp_and_block (a generate's first read) answers exactly get_otp and get_block: any of the four."""
+    now = time.time()
+    neither, only_row, only_block, both = (f"tok-{uuid.uuid4().hex}" for _ in range(4))
+    for key in (only_row, both):
+        assert store.insert_otp(row(key=key, type="phone", send_count=4))
+    for key in (only_block, both):
+        store.block_key(BlockedRow("phone", key, created_on=now, blocked_on=now, blocked_until=now + 600))
+    store.block_key(BlockedRow("email", only_row, created_on=now, blocked_on=now, blocked_until=now + 600))
+
+    for key in (neither, only_row, only_block, both):
+        found_row, found_block = store.get_otp_and_block("phone", key)
+        alone_row, alone_block = store.get_otp("phone", key), store.get_block("phone", key)
+        assert (found_row is None) == (alone_row is None) and (found_block is None) == (alone_block is None), key
+        if alone_row is not None:
+            assert same_fields(found_row, alone_row) and found_row.send_count == 4
+        if alone_block is not None:
+            assert found_block == alone_block
+    assert store.get_otp_and_block("phone", only_row)[1] is None  # the email block is another key's
+    assert store.get_otp_and_block("phone", neither) == (None, None)
+
+
 def test_parallel_inserts_create_exactly_one_row(make_store):
     stores = [make_store() for _ in range(2)]
     template = row()

@@ -62,6 +62,16 @@ _UPDATE_OTP = (
     f"UPDATE otp SET {', '.join(f'{c} = ?' for c in _OTP_COLUMNS.split(', ')[2:])} "
     "WHERE type = ? AND key = ? AND version = ? AND expires_at > ?"
 )
+_SELECT_BLOCK = (
+    "SELECT type, key, created_on, blocked_on, blocked_until FROM blocked_key "
+    "WHERE type = ? AND key = ? AND blocked_until > ?"
+)
+# Both reads of a generate in one statement, so in one snapshot: the row (tag 0) and the block (tag 1), if live.
+_SELECT_OTP_AND_BLOCK = (
+    f"SELECT 0, {_OTP_COLUMNS} FROM otp WHERE type = ? AND key = ? AND expires_at > ? UNION ALL "
+    f"SELECT 1, type, key, created_on, blocked_on, blocked_until{', NULL' * 9} FROM blocked_key "
+    "WHERE type = ? AND key = ? AND blocked_until > ?"
+)
 _PURGE_EVERY_SECONDS = 60.0
 # Waits for a locked database: 50 us at first, doubling to 5 ms (random within each, so waiters spread out).
 _FIRST_WAIT = 0.00005
@@ -139,11 +149,17 @@ class SqliteStore(Store):
     # -- otp ------------------------------------------------------------------------------------------------------
     def get_otp(self, type_: str, key: str) -> OtpRow | None:
         found = self._run(_SELECT_OTP, (type_, key, self.clock())).fetchone()
-        if found is None:
-            return None
-        values = list(found)
-        values[7] = bool(values[7])
-        return OtpRow(*values)
+        return None if found is None else _otp_row(found)
+
+    def get_otp_and_block(self, type_: str, key: str) -> tuple[OtpRow | None, BlockedRow | None]:
+        now = self.clock()
+        row = block = None
+        for found in self._run(_SELECT_OTP_AND_BLOCK, (type_, key, now, type_, key, now)).fetchall():
+            if found[0] == 0:
+                row = _otp_row(found[1:])
+            else:
+                block = BlockedRow(*found[1:6])
+        return row, block
 
     def insert_otp(self, row: OtpRow) -> bool:
         self._maybe_purge()
@@ -167,11 +183,7 @@ class SqliteStore(Store):
         )
 
     def get_block(self, type_: str, key: str) -> BlockedRow | None:
-        found = self._run(
-            "SELECT type, key, created_on, blocked_on, blocked_until FROM blocked_key "
-            "WHERE type = ? AND key = ? AND blocked_until > ?",
-            (type_, key, self.clock()),
-        ).fetchone()
+        found = self._run(_SELECT_BLOCK, (type_, key, self.clock())).fetchone()
         return None if found is None else BlockedRow(*found)
 
     def ping(self) -> None:
@@ -184,6 +196,12 @@ class SqliteStore(Store):
         self._next_purge = now + _PURGE_EVERY_SECONDS
         self._run("DELETE FROM otp WHERE expires_at <= ?", (now,))
         self._run("DELETE FROM blocked_key WHERE blocked_until <= ?", (now,))
+
+
+def _otp_row(found: tuple) -> OtpRow:
+    values = list(found)
+    values[7] = bool(values[7])
+    return OtpRow(*values)
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

@@ -72,6 +72,12 @@ class Store(abc.ABC):
     def get_block(self, type_: str, key: str) -> BlockedRow | None:
         """The live block of (type, key), or None."""
 
+    def get_otp_and_block(self, type_: str, key: str) -> tuple[OtpRow | None, BlockedRow | None]:
+        """get_otp, then get_block: what a generate reads first. The block is read after the row, never before: a
+        block is written before the row it ends is deleted, so a read that misses the row sees the block. A store
+        that can read both at once, from one snapshot, overrides this."""
+        return self.get_otp(type_, key), self.get_block(type_, key)
+
     @abc.abstractmethod
     def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""

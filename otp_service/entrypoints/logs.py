@@ -60,9 +60,12 @@ class JsonFormatter(logging.Formatter):
             "msgid": getattr(record, "msgid", "-"),
             "message": record.getMessage(),
         }
-        for name, value in record.__dict__.items():
-            if name not in _STANDARD and not name.startswith("_"):
-                line[name] = value
+        fields = record.__dict__
+        extras = fields.keys() - _STANDARD
+        if extras:
+            for name in fields:  # in the order they were given
+                if name in extras and name[0] != "_":
+                    line[name] = fields[name]
         line["pid"] = record.process
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
@@ -84,6 +87,19 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value):  # StreamHandler.__init__ assigns it; the property always answers sys.stderr
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # StreamHandler's emit, without its second lock and flush call where the stream sends each line anyway:
+        # Python's standard error is line-buffered (write-through under PYTHONUNBUFFERED).
+        try:
+            stream = sys.stderr
+            stream.write(self.format(record) + "\n")
+            if not (getattr(stream, "line_buffering", False) or getattr(stream, "write_through", False)):
+                stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def json_handler() -> logging.Handler:

@@ -73,11 +73,16 @@ class OtpService:
         tokens = self.keys.lookup_tokens(contact.type.value, contact.key)
         self._refuse_if_cached_block(contact, tokens)
         for round_ in range(MAX_CAS_ROUNDS):
-            row = self._load(contact.type.value, tokens)
-            if round_ == 0 or row is None:
-                # Checked after the read: a block is written before its key's row is deleted, so a request that
-                # finds no row here also finds the block that removed it, and cannot start a new window.
-                self._refuse_if_blocked(contact, tokens)
+            # The block is checked after the row is read: a block is written before its key's row is deleted, so a
+            # request that finds no row here also finds the block that removed it, and cannot start a new window.
+            if round_ == 0 and len(tokens) == 1:
+                row, block = self.store.get_otp_and_block(contact.type.value, tokens[0])  # one read, both tables
+                if block is not None:
+                    self._refuse_block(contact, block)
+            else:
+                row = self._load(contact.type.value, tokens)
+                if round_ == 0 or row is None:
+                    self._refuse_if_blocked(contact, tokens)
             now = self._now()
             plan = plan_send(self._decode(row), now, self.limits)
             if isinstance(plan, Block):
@@ -118,12 +123,17 @@ class OtpService:
                 raise errors.key_blocked(contact.type.value, _when(until))
 
     def _refuse_if_blocked(self, contact: Contact, tokens: list[str]) -> None:
-        now = self._now()
         for token in tokens:
             block = self.store.get_block(contact.type.value, token)
-            if block is not None and block.blocked_until > now:
-                self.lockout.put(_cache_id(contact.type.value, token), block.blocked_until, now)
-                raise errors.key_blocked(contact.type.value, _when(block.blocked_until))
+            if block is not None:
+                self._refuse_block(contact, block)
+
+    def _refuse_block(self, contact: Contact, block: BlockedRow) -> None:
+        """Refuse a key the store has a block for, and remember the block in this process until it ends."""
+        now = self._now()
+        if block.blocked_until > now:
+            self.lockout.put(_cache_id(contact.type.value, block.key), block.blocked_until, now)
+            raise errors.key_blocked(contact.type.value, _when(block.blocked_until))
 
     def _block(self, contact: Contact, tokens: list[str], now: float, until: float) -> None:
         type_ = contact.type.value
