@@ -88,7 +88,8 @@ class OtpService:
             if isinstance(plan, Block):
                 self._block(contact, tokens, now, plan.until)
                 raise errors.max_limit_exhausted(self.limits.max_sends, self.limits.window_hours)
-            if self._write(contact, tokens[0], row, plan.state):
+            # A new row goes under the newest key; a row found under an older one is updated where it is.
+            if self._write(contact, tokens[0] if row is None else row.key, row, plan.state):
                 break
             _back_off(round_)
         else:
