@@ -1,14 +1,16 @@
 """The HTTP routes: parse, call the service, answer in the envelope. Nothing else lives here."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
 from flask import Blueprint, Flask, Request, current_app, g, request
 
 from ..domain import errors
+from ..domain.errors import OtpError
 from ..service_layer.services import OtpService
-from .envelope import request_msgid, respond
+from .envelope import request_msgid, respond, respond_error
 from .schemas import load_generate, load_verify
 
 bp = Blueprint("otp", __name__)
@@ -50,7 +52,23 @@ def _authenticate(req: Request, app: Flask) -> None:
         raise errors.unauthorized()
 
 
+def _answers_errors(route):
+    """The contract's errors are answered where they happen, not by raising them through Flask's exception
+    handling (which looks for a handler along the error's class hierarchy and each blueprint on every error);
+    app.py's handler still answers any raised elsewhere, in the same envelope."""
+
+    @functools.wraps(route)
+    def answered():
+        try:
+            return route()
+        except OtpError as error:
+            return respond_error(error)
+
+    return answered
+
+
 @bp.post("/v1/otp/generate")
+@_answers_errors
 def generate():
     body, state, app = _begin("api.otp.generate")
     parsed = load_generate(body, app.config["OTP_DEFAULT_REGION"])
@@ -65,6 +83,7 @@ def generate():
 
 
 @bp.post("/v1/otp/verify")
+@_answers_errors
 def verify():
     body, state, app = _begin("api.otp.verify")
     parsed = load_verify(body, app.config["OTP_DEFAULT_REGION"])
