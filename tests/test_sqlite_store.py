@@ -1,0 +1,56 @@
+"""What only the embedded store does: its file stays small (expired rows are purged), and an old file is brought
+up to the current schema."""
+from __future__ import annotations
+
+import sqlite3
+import uuid
+
+from otp_service.adapters import sqlite_store
+from otp_service.adapters.sqlite_store import SqliteStore
+from otp_service.adapters.store import BlockedRow
+
+from .support import FakeClock
+from .test_store_contract import row
+
+
+def _count(path: str, table: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_expired_rows_and_blocks_are_purged_slice_by_slice_and_live_ones_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "_PURGE_SLICE", 4)  # so that the walk takes several slices
+    clock = FakeClock()
+    path = str(tmp_path / "purge.db")
+    store = SqliteStore(path, clock=clock)
+    start = clock()
+    live = [f"live-{uuid.uuid4().hex}" for _ in range(3)]
+    for n in range(17):
+        assert store.insert_otp(row(key=f"old-{n:02d}-{uuid.uuid4().hex}", expires_at=start + 10))
+    for key in live:
+        assert store.insert_otp(row(key=key, expires_at=start + 3600))
+    store.block_key(BlockedRow("email", "blocked-old", start, start, start + 10))
+    store.block_key(BlockedRow("email", "blocked-live", start, start, start + 3600))
+    assert _count(path, "otp") == 20
+
+    clock.advance(60)  # the 17 rows and the first block have expired
+    for n in range(8):  # each insert may run one slice of the purge, at most once a second
+        assert store.insert_otp(row(key=f"new-{n}-{uuid.uuid4().hex}", expires_at=clock() + 3600))
+        clock.advance(1)
+
+    assert _count(path, "otp") == 3 + 8
+    assert all(store.get_otp("email", key) is not None for key in live)
+    assert _count(path, "blocked_key") == 1 and store.get_block("email", "blocked-live") is not None
+
+
+def test_an_older_file_loses_the_expiry_index_that_slowed_every_write(tmp_path):
+    path = str(tmp_path / "old.db")
+    with sqlite3.connect(path) as conn:
+        conn.executescript(sqlite_store._SCHEMA)
+        conn.execute("CREATE INDEX otp_expires_at ON otp (expires_at)")  # what the first versions created
+
+    SqliteStore(path).open()
+
+    with sqlite3.connect(path) as conn:
+        indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "otp_expires_at" not in indexes and "blocked_key_until" in indexes
