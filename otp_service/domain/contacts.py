@@ -5,8 +5,7 @@ Normal forms matter: the stored lookup key is derived from them, so " A@B.com" a
 from __future__ import annotations
 
 import enum
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -33,10 +32,10 @@ class ContactType(str, enum.Enum):
 class Contact:
     type: ContactType
     key: str  # normalised: lower-cased email, or E.164 phone
+    masked: str = field(init=False, compare=False)  # what logs, metrics and messages show; made once
 
-    @functools.cached_property
-    def masked(self) -> str:  # logs, metrics and messages each ask for it
-        return mask(self.type, self.key)
+    def __post_init__(self):
+        object.__setattr__(self, "masked", mask(self.type, self.key))
 
     def __repr__(self) -> str:  # never let a plain key reach a log through repr()
         return f"Contact({self.type.value}, {self.masked})"

@@ -84,12 +84,13 @@ class OtpService:
                 if round_ == 0 or row is None:
                     self._refuse_if_blocked(contact, tokens)
             now = self._now()
-            plan = plan_send(self._decode(row), now, self.limits)
+            current = self._decode(row)
+            plan = plan_send(current, now, self.limits)
             if isinstance(plan, Block):
                 self._block(contact, tokens, now, plan.until)
                 raise errors.max_limit_exhausted(self.limits.max_sends, self.limits.window_hours)
             # A new row goes under the newest key; a row found under an older one is updated where it is.
-            if self._write(contact, tokens[0] if row is None else row.key, row, plan.state):
+            if self._write(contact, tokens[0] if row is None else row.key, row, current, plan.state):
                 break
             _back_off(round_)
         else:
@@ -151,8 +152,9 @@ class OtpService:
         tokens = self.keys.lookup_tokens(contact.type.value, contact.key)
         for round_ in range(MAX_CAS_ROUNDS):
             row = self._load(contact.type.value, tokens)
-            verdict = check_code(self._decode(row), offered, self._now(), self.limits)
-            if self._write(contact, row.key, row, verdict.state):
+            current = self._decode(row)
+            verdict = check_code(current, offered, self._now(), self.limits)
+            if self._write(contact, row.key, row, current, verdict.state):
                 break
             _back_off(round_)
         else:
@@ -199,19 +201,25 @@ class OtpService:
                 log.error("stored code does not decrypt under any configured key; treating it as absent")
         return OtpState(code=code, **{name: getattr(row, name) for name in _SHARED_FIELDS})
 
-    def _write(self, contact: Contact, token: str, current: OtpRow | None, state: OtpState) -> bool:
+    def _write(
+        self, contact: Contact, token: str, row: OtpRow | None, current: OtpState | None, state: OtpState
+    ) -> bool:
+        """Compare-and-set `state` over `row` (read as `current`); a new row when there was none."""
         type_ = contact.type.value
-        row = OtpRow(
-            type=type_,
-            key=token,
-            otp=None if state.code is None else self.keys.encrypt_code(state.code, type_, token),
-            version=1 if current is None else current.version + 1,
+        if state.code is None:
+            otp = None
+        elif row is not None and current is not None and state.code == current.code and token == row.key:
+            otp = row.otp  # the same code in the same row (a resend, a wrong guess): its ciphertext still fits
+        else:
+            otp = self.keys.encrypt_code(state.code, type_, token)
+        new_row = OtpRow(
+            type_, token, otp, *(getattr(state, name) for name in _SHARED_FIELDS),
+            version=1 if row is None else row.version + 1,
             expires_at=state.keep_until(self.limits),
-            **{name: getattr(state, name) for name in _SHARED_FIELDS},
         )
-        if current is None:
-            return self.store.insert_otp(row)
-        return self.store.update_otp(row, current.version)
+        if row is None:
+            return self.store.insert_otp(new_row)
+        return self.store.update_otp(new_row, row.version)
 
     def _now(self) -> float:
         """The clock in whole milliseconds: what both stores keep, so a time read back equals the time written."""
@@ -225,8 +233,12 @@ class OtpService:
         return True
 
 
-# What a stored row and the policy's state have in common, field for field (the code is encrypted in between).
-_SHARED_FIELDS = tuple(name for name in OtpState.__dataclass_fields__ if name != "code")
+# What a stored row and the policy's state have in common, field for field (the code is encrypted in between), in
+# the order OtpRow declares them after type, key and otp.
+_SHARED_FIELDS = tuple(name for name in OtpRow.__dataclass_fields__ if name in OtpState.__dataclass_fields__
+                       and name != "code")
+if tuple(OtpRow.__dataclass_fields__)[3:3 + len(_SHARED_FIELDS)] != _SHARED_FIELDS:  # _write passes them in order
+    raise ImportError("OtpRow's fields after type, key and otp must be OtpState's, in the same order")
 
 
 def _cache_id(type_: str, token: str) -> str:
