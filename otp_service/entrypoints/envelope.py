@@ -73,7 +73,7 @@ def _encoder(ensure_ascii: bool, sort_keys: bool, default: Callable) -> Callable
 
 def request_msgid(body: Any = None, req: Request | None = None) -> str:
     """X-Request-ID, else the body's params.msgid, else a new UUID. Only plain tokens are echoed back."""
-    for candidate in ((req or request).headers.get("X-Request-ID"), _body_msgid(body)):
+    for candidate in ((req or request).environ.get("HTTP_X_REQUEST_ID"), _body_msgid(body)):
         if isinstance(candidate, str) and _SAFE_REQUEST_ID.match(candidate):
             return candidate
     return str(uuid.uuid4())
