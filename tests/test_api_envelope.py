@@ -85,6 +85,39 @@ def test_body_over_16_kib_is_413(api):
     assert_envelope(response, 413, "INVALID_REQUEST")
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON", "application/vnd.sunbird+json"])
+def test_every_spelling_of_a_json_body_is_read(api, content_type):
+    """The exact `application/json` is read straight from the WSGI input; every other JSON type through werkzeug.
+    Both must take the same body."""
+    body = b'{"request": {"key": "%s", "type": "email"}, "params": {"msgid": "m-1"}}' % unique_email().encode()
+    response = api.client.post("/v1/otp/generate", data=body, headers={**AUTH, "Content-Type": content_type})
+    assert assert_envelope(response, 200)["params"]["msgid"] == "m-1"
+
+
+@pytest.mark.parametrize("data", [b"{not json", b'{"request": {"key": "a@b.co"', b"\xff\xfe{}", b""])
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_a_body_that_does_not_parse_is_invalid_request_either_way(api, data, content_type):
+    response = api.client.post("/v1/otp/generate", data=data, headers={**AUTH, "Content-Type": content_type})
+    body = assert_envelope(response, 400, "INVALID_REQUEST", "CLIENT_ERROR")
+    assert body["params"]["errmsg"] == "Request body is not valid JSON."
+
+
+def test_a_body_with_no_length_is_not_read_blindly(api):
+    """No Content-Length and no server that ends the stream (wsgi.input_terminated): werkzeug reads nothing, and
+    the answer is a 400, not a worker stuck reading a socket."""
+    body = b'{"request": {"key": "a@b.co", "type": "email"}}'
+    response = api.client.post("/v1/otp/generate", data=body, headers={**AUTH, "Content-Type": "application/json"},
+                               environ_overrides={"CONTENT_LENGTH": ""})
+    assert assert_envelope(response, 400, "INVALID_REQUEST")["params"]["errmsg"] == "Request body is not valid JSON."
+
+
+def test_a_declared_length_over_16_kib_is_413_without_reading_the_body(api):
+    response = api.client.post("/v1/otp/generate", data=b"{}", headers={**AUTH, "Content-Type": "application/json"},
+                               environ_overrides={"CONTENT_LENGTH": str(16 * 1024 + 1)})
+    assert_envelope(response, 413, "INVALID_REQUEST")
+
+
 @pytest.mark.parametrize("body", [[], "text", 5, None, {"request": "x"}, {"request": []}, {"other": {}},
                                   {"request": None}])
 def test_wrong_body_shapes_are_4xx(api, body):

@@ -41,6 +41,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_OTHER = b'{"request": {"key": "other@example.com", "type": "email"}}'
+
+
+def _raw_post(port: int, key: str, headers: list[bytes], body: bytes, half_close: bool = False) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        head = [b"POST /v1/otp/generate HTTP/1.1", b"Host: 127.0.0.1", b"Content-Type: application/json",
+                b"Connection: close", b"Authorization: Bearer " + key.encode(), *headers]
+        conn.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        if half_close:
+            conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        return answer
+
+
 def test_serve_runs_gunicorn_workers_that_share_one_development_key(tmp_path):
     """The README's first command: the service on the embedded store, with a printed development API key."""
     port = _free_port()
@@ -72,6 +88,13 @@ def test_serve_runs_gunicorn_workers_that_share_one_development_key(tmp_path):
         }
         assert statuses == {200}
         assert (tmp_path / "dev.db.key").exists()
+        # Bodies under a real server: chunked (werkzeug reads it; gunicorn ends the stream), and half a body with
+        # the whole one's Content-Length (the client gave up): a 400, not a 500 or a worker left waiting.
+        chunked = _raw_post(port, key, [b"Transfer-Encoding: chunked"],
+                            b"%x\r\n%s\r\n0\r\n\r\n" % (len(_OTHER), _OTHER))
+        assert chunked.startswith(b"HTTP/1.1 200"), chunked
+        short = _raw_post(port, key, [b"Content-Length: %d" % len(_OTHER)], _OTHER[:20], half_close=True)
+        assert short.startswith(b"HTTP/1.1 400") and b"INVALID_REQUEST" in short, short
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

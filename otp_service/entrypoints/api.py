@@ -29,8 +29,7 @@ def _begin(api: str) -> tuple[dict, object, Flask]:
     req = request._get_current_object()
     app = current_app._get_current_object()
     state.api_id, state.api_ver = api, "v1"
-    is_json = req.is_json
-    body = req.get_json(silent=True) if is_json else None
+    is_json, body = _json_body(req, app)
     state.msgid = request_msgid(body, req)
     _authenticate(req, app)
     if not is_json:
@@ -38,6 +37,30 @@ def _begin(api: str) -> tuple[dict, object, Flask]:
     if body is None:
         raise errors.invalid_request("Request body is not valid JSON.")
     return body, state, app
+
+
+def _json_body(req: Request, app: Flask) -> tuple[bool, object]:
+    """(whether the body is declared JSON, the parsed body or None when it does not parse).
+
+    The common request, `Content-Type: application/json` with a Content-Length within the limit, is read straight
+    from the WSGI input: PEP 3333 lets an application read up to CONTENT_LENGTH bytes of `wsgi.input`, and that is
+    all werkzeug's wrapper would do, at about 5% of a whole request's instructions (stream wrappers, the header
+    parsed into a mimetype). Anything else (a chunked body, no or too large a length, another spelling of the
+    type) takes werkzeug's `get_json`, so its answers (413, 415, 400) stay werkzeug's."""
+    environ = req.environ
+    length = environ.get("CONTENT_LENGTH", "")
+    if (
+        environ.get("CONTENT_TYPE") == "application/json"
+        and length.isdigit()
+        and int(length) <= app.config["MAX_CONTENT_LENGTH"]
+        and "HTTP_TRANSFER_ENCODING" not in environ
+    ):
+        try:
+            return True, app.json.loads(environ["wsgi.input"].read(int(length)))
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+            return True, None
+    is_json = req.is_json
+    return is_json, req.get_json(silent=True) if is_json else None
 
 
 def _authenticate(req: Request, app: Flask) -> None:
