@@ -60,12 +60,9 @@ class JsonFormatter(logging.Formatter):
             "msgid": getattr(record, "msgid", "-"),
             "message": record.getMessage(),
         }
-        fields = record.__dict__
-        extras = fields.keys() - _STANDARD
-        if extras:
-            for name in fields:  # in the order they were given
-                if name in extras and name[0] != "_":
-                    line[name] = fields[name]
+        for name, value in record.__dict__.items():  # what `extra=` added, in the order it was given
+            if name not in _STANDARD and name[0] != "_":
+                line[name] = value
         line["pid"] = record.process
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
