@@ -20,17 +20,18 @@ def service() -> OtpService:
     return current_app.extensions["otp_service"]
 
 
-def _begin(api: str) -> tuple[dict, object, Flask]:
+def _begin(api: str) -> tuple[dict, dict, Flask]:
     """Name the API, take the msgid, check the API key, then require a JSON body: in that order.
 
-    Returns the body, the request's `g` and the app, each looked up once (every context-local access is a lookup).
+    Returns the body, the attributes of the request's `g` as a dict (`vars(g)`: `g.x` and `state["x"]` are the
+    same value, without a call to g's Python-level __setattr__ or get() for each) and the app, each looked up once.
     """
-    state = g._get_current_object()
+    state = vars(g._get_current_object())
     req = request._get_current_object()
     app = current_app._get_current_object()
-    state.api_id, state.api_ver = api, "v1"
+    state["api_id"], state["api_ver"] = api, "v1"
     is_json, body = _json_body(req, app)
-    state.msgid = request_msgid(body, req)
+    state["msgid"] = request_msgid(body, req)
     _authenticate(req, app)
     if not is_json:
         raise errors.invalid_request("Request body must be JSON (Content-Type: application/json).", 415)
@@ -96,12 +97,12 @@ def generate():
     body, state, app = _begin("api.otp.generate")
     parsed = load_generate(body, app.config["OTP_DEFAULT_REGION"])
     contact = parsed.contact
-    state.masked_key = contact.masked
-    state.contact_type = contact.type  # for the delivery and block metrics
+    state["masked_key"] = contact.masked
+    state["contact_type"] = contact.type  # for the delivery and block metrics
     outcome = app.extensions["otp_service"].generate(
-        contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=state.msgid
+        contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=state["msgid"]
     )
-    state.outcome = "resent" if outcome.resend else "sent"
+    state["outcome"] = "resent" if outcome.resend else "sent"
     return respond(result=_SUCCESS)
 
 
@@ -110,9 +111,9 @@ def generate():
 def verify():
     body, state, app = _begin("api.otp.verify")
     parsed = load_verify(body, app.config["OTP_DEFAULT_REGION"])
-    state.masked_key = parsed.contact.masked
+    state["masked_key"] = parsed.contact.masked
     app.extensions["otp_service"].verify(parsed.contact, parsed.otp, user_id=parsed.user_id)
-    state.outcome = "verified"
+    state["outcome"] = "verified"
     return respond(result=_SUCCESS)
 
 

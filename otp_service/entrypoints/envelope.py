@@ -96,11 +96,11 @@ def api_id() -> str:
 
 
 def respond(status: int = 200, result: dict | None = None, error: OtpError | None = None) -> Response:
-    state = g._get_current_object()  # one context lookup instead of one per attribute
-    msgid = state.msgid if "msgid" in state else current_msgid()
+    state = vars(g._get_current_object())  # one context lookup, then plain dict access to g's attributes
+    msgid = state["msgid"] if "msgid" in state else current_msgid()
     err = error.err if error else ""
-    state.status = status
-    state.err = err
+    state["status"] = status
+    state["err"] = err
     body = {
         "id": state.get("api_id", "api.otp"),
         "ver": state.get("api_ver", "v1"),
