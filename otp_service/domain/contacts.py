@@ -21,11 +21,13 @@ class ContactType(str, enum.Enum):
     def parse(cls, value: object) -> "ContactType":
         """Case-insensitive, as the contract says; anything else is INVALID_VALUE listing the valid types."""
         if isinstance(value, str):
-            try:
-                return cls(value.strip().lower())
-            except ValueError:
-                pass
+            found = _TYPES.get(value.strip().lower())  # a dict lookup: calling the Enum class runs Python code
+            if found is not None:
+                return found
         raise errors.invalid_value("type", _shown(value), [t.value for t in cls])
+
+
+_TYPES = {member.value: member for member in ContactType}
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,13 @@ class Contact:
     type: ContactType
     key: str  # normalised: lower-cased email, or E.164 phone
     masked: str = field(init=False, compare=False)  # what logs, metrics and messages show; made once
+    # `type.value` as a plain str: stores, tokens and messages use it several times a request, and reading an
+    # Enum member's value goes through a Python-level descriptor each time.
+    type_name: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "masked", mask(self.type, self.key))
+        object.__setattr__(self, "type_name", self.type.value)
 
     def __repr__(self) -> str:  # never let a plain key reach a log through repr()
         return f"Contact({self.type.value}, {self.masked})"
@@ -88,7 +94,7 @@ def region_for_country_code(country_code: str) -> str:
 
 def mask(contact_type: ContactType | str, key: str) -> str:
     """What logs and messages may show of a key: enough for an operator to tell two apart, not to contact one."""
-    if ContactType(contact_type) is ContactType.EMAIL:
+    if contact_type == ContactType.EMAIL:  # a ContactType or its value: both compare equal to "email"
         local, _, domain = key.partition("@")
         name, dot, tld = domain.rpartition(".")
         shown_domain = f"{name[:1]}***{dot}{tld}" if dot else f"{domain[:1]}***"

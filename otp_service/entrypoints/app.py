@@ -157,7 +157,7 @@ def _register_request_log(app: Flask) -> None:
 
     @app.after_request
     def log_request(response):
-        state = g._get_current_object()
+        state = vars(g._get_current_object())  # g's attributes, read without a call to g.get() for each
         req = request._get_current_object()
         seconds = time.perf_counter() - req.started
         rule = req.url_rule

@@ -51,10 +51,12 @@ class Metrics:
             "otp_store_errors", "Requests the store failed: unavailable (503) or too much contention on a key (503).",
             ["store", "kind"], **into,
         )
-        # Series that alerts divide by exist from the start, at 0.
-        for channel in channels:
-            for result in DELIVERY_RESULTS:
-                self.deliveries.labels(channel, result)
+        # Series that alerts divide by exist from the start, at 0; their children are kept, as in observe_request.
+        self._delivery_children = {
+            (channel, accepted): self.deliveries.labels(channel, result)
+            for channel in channels
+            for accepted, result in zip((True, False), DELIVERY_RESULTS)
+        }
         for type_ in ("email", "phone"):
             self.blocks.labels(type_)
         for kind in STORE_ERROR_KINDS:
@@ -71,7 +73,10 @@ class Metrics:
         found[1].observe(seconds)
 
     def delivery(self, channel: str, accepted: bool) -> None:
-        self.deliveries.labels(channel, DELIVERY_RESULTS[0] if accepted else DELIVERY_RESULTS[1]).inc()
+        child = self._delivery_children.get((channel, accepted))
+        if child is None:  # a channel not named at start-up
+            child = self.deliveries.labels(channel, DELIVERY_RESULTS[0] if accepted else DELIVERY_RESULTS[1])
+        child.inc()
 
     def blocked(self, type_: str) -> None:
         self.blocks.labels(type_).inc()

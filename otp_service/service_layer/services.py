@@ -70,17 +70,17 @@ class OtpService:
     ) -> Outcome:
         self.templates.check(template_id)
         self._check_owner(contact, user_id)
-        tokens = self.keys.lookup_tokens(contact.type.value, contact.key)
+        tokens = self.keys.lookup_tokens(contact.type_name, contact.key)
         self._refuse_if_cached_block(contact, tokens)
         for round_ in range(MAX_CAS_ROUNDS):
             # The block is checked after the row is read: a block is written before its key's row is deleted, so a
             # request that finds no row here also finds the block that removed it, and cannot start a new window.
             if round_ == 0 and len(tokens) == 1:
-                row, block = self.store.get_otp_and_block(contact.type.value, tokens[0])  # one read, both tables
+                row, block = self.store.get_otp_and_block(contact.type_name, tokens[0])  # one read, both tables
                 if block is not None:
                     self._refuse_block(contact, block)
             else:
-                row = self._load(contact.type.value, tokens)
+                row = self._load(contact.type_name, tokens)
                 if round_ == 0 or row is None:
                     self._refuse_if_blocked(contact, tokens)
             now = self._now()
@@ -120,13 +120,13 @@ class OtpService:
     def _refuse_if_cached_block(self, contact: Contact, tokens: list[str]) -> None:
         now = self._now()
         for token in tokens:
-            until = self.lockout.get(_cache_id(contact.type.value, token), now)
+            until = self.lockout.get(_cache_id(contact.type_name, token), now)
             if until is not None:
-                raise errors.key_blocked(contact.type.value, _when(until))
+                raise errors.key_blocked(contact.type_name, _when(until))
 
     def _refuse_if_blocked(self, contact: Contact, tokens: list[str]) -> None:
         for token in tokens:
-            block = self.store.get_block(contact.type.value, token)
+            block = self.store.get_block(contact.type_name, token)
             if block is not None:
                 self._refuse_block(contact, block)
 
@@ -134,11 +134,11 @@ class OtpService:
         """Refuse a key the store has a block for, and remember the block in this process until it ends."""
         now = self._now()
         if block.blocked_until > now:
-            self.lockout.put(_cache_id(contact.type.value, block.key), block.blocked_until, now)
-            raise errors.key_blocked(contact.type.value, _when(block.blocked_until))
+            self.lockout.put(_cache_id(contact.type_name, block.key), block.blocked_until, now)
+            raise errors.key_blocked(contact.type_name, _when(block.blocked_until))
 
     def _block(self, contact: Contact, tokens: list[str], now: float, until: float) -> None:
-        type_ = contact.type.value
+        type_ = contact.type_name
         self.store.block_key(BlockedRow(type_, tokens[0], created_on=now, blocked_on=now, blocked_until=until))
         self.lockout.put(_cache_id(type_, tokens[0]), until, now)
         for token in tokens:
@@ -149,9 +149,9 @@ class OtpService:
     def verify(self, contact: Contact, offered: str, *, user_id: str | None = None) -> None:
         """Returns when the code was right (and is now consumed); raises the contract's error otherwise."""
         self._check_owner(contact, user_id)
-        tokens = self.keys.lookup_tokens(contact.type.value, contact.key)
+        tokens = self.keys.lookup_tokens(contact.type_name, contact.key)
         for round_ in range(MAX_CAS_ROUNDS):
-            row = self._load(contact.type.value, tokens)
+            row = self._load(contact.type_name, tokens)
             current = self._decode(row)
             verdict = check_code(current, offered, self._now(), self.limits)
             if self._write(contact, row.key, row, current, verdict.state):
@@ -205,7 +205,7 @@ class OtpService:
         self, contact: Contact, token: str, row: OtpRow | None, current: OtpState | None, state: OtpState
     ) -> bool:
         """Compare-and-set `state` over `row` (read as `current`); a new row when there was none."""
-        type_ = contact.type.value
+        type_ = contact.type_name
         if state.code is None:
             otp = None
         elif row is not None and current is not None and state.code == current.code and token == row.key:

@@ -26,7 +26,7 @@ class ConsoleChannel(Channel):
             installation=message.installation,
         )
         shown = f"{subject}: {text}" if subject else text
-        line = f"[console {message.contact.type.value}] to={message.contact.masked} msgid={message.msgid} {shown}\n"
+        line = f"[console {message.contact.type_name}] to={message.contact.masked} msgid={message.msgid} {shown}\n"
         with self._lock:
             stream = self.stream or sys.stdout
             stream.write(line)
