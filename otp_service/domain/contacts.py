@@ -12,6 +12,10 @@ from email_validator import EmailNotValidError, validate_email
 
 from . import errors
 
+# Keep libphonenumber's compiled metadata patterns (phonenumbers >= 9.0.43): otherwise each of the dozen patterns a
+# parse and a validity check use goes through re.compile's cache lookup on every call, about a tenth of their cost.
+phonenumbers.enable_pattern_cache()
+
 
 class ContactType(str, enum.Enum):
     EMAIL = "email"
