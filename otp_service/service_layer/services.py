@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import random
 import time
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ class OtpService:
             except DecryptionError:
                 # Keys were changed without keeping the old one: the code is lost, a new generate replaces it.
                 log.error("stored code does not decrypt under any configured key; treating it as absent")
-        return OtpState(code=code, **{name: getattr(row, name) for name in _SHARED_FIELDS})
+        return OtpState(code, **dict(zip(_SHARED_FIELDS, _shared_values(row))))
 
     def _write(
         self, contact: Contact, token: str, row: OtpRow | None, current: OtpState | None, state: OtpState
@@ -213,7 +214,7 @@ class OtpService:
         else:
             otp = self.keys.encrypt_code(state.code, type_, token)
         new_row = OtpRow(
-            type_, token, otp, *(getattr(state, name) for name in _SHARED_FIELDS),
+            type_, token, otp, *_shared_values(state),
             version=1 if row is None else row.version + 1,
             expires_at=state.keep_until(self.limits),
         )
@@ -239,6 +240,7 @@ _SHARED_FIELDS = tuple(name for name in OtpRow.__dataclass_fields__ if name in O
                        and name != "code")
 if tuple(OtpRow.__dataclass_fields__)[3:3 + len(_SHARED_FIELDS)] != _SHARED_FIELDS:  # _write passes them in order
     raise ImportError("OtpRow's fields after type, key and otp must be OtpState's, in the same order")
+_shared_values = operator.attrgetter(*_SHARED_FIELDS)  # a tuple of them, read in C
 
 
 def _cache_id(type_: str, token: str) -> str:
