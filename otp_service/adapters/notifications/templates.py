@@ -155,7 +155,7 @@ class Templates:
     def render(self, template_id: str | None, contact_type: ContactType, **values: object) -> tuple[str, str]:
         """(subject, text) for email; ("", text) for SMS."""
         if contact_type is ContactType.PHONE:
-            return "", self.render_sms(template_id, **values)
+            return "", self.get(template_id).render_sms(**values)
         subject, text, _ = self.render_email(template_id, **values)
         return subject, text
 
@@ -177,9 +177,8 @@ class Templates:
 
 
 def _plain(values: Mapping[str, object]) -> dict[str, str]:
-    unknown = set(values) - PLACEHOLDERS
-    if unknown:
-        raise TypeError(f"unknown template values: {sorted(unknown)}")
+    if not values.keys() <= PLACEHOLDERS:
+        raise TypeError(f"unknown template values: {sorted(values.keys() - PLACEHOLDERS)}")
     return {name: str(value) for name, value in values.items()}
 
 
