@@ -1,12 +1,17 @@
 """CPU cost of one request, in process: the app called as WSGI, no server, no network, one thread.
 
-    python3 scripts/request_cost.py [--requests 2000] [--repeat 5]
+    python3 scripts/request_cost.py [--requests 2000] [--repeat 5] [--evict MB]
 
 The same four scenarios as scripts/bench.py, and the ceiling app, each timed over `--requests` requests and
 repeated `--repeat` times; the best repeat is printed (the least disturbed by other work on the machine), as
 the process's CPU time (not wall time: time other programs take from it does not count), in
 microseconds per request. This is what a change to a hot path is judged by on a shared machine: it moves much less
 than requests per second under load. Logs go to /dev/null (formatted, not shown); console lines likewise.
+
+`--evict MB` writes over a buffer of that size before each request and times each request alone: the request then
+starts with the processor's caches holding someone else's data, as a worker's request does under load (between two
+of its requests, wrk, the other worker and the kernel run on the same cores). What a request costs there follows the
+amount of code and data it touches more than the instructions it runs (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -73,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--evict", type=int, default=0, metavar="MB",
+                        help="overwrite this many MiB before each request, so that it starts with cold caches")
     args = parser.parse_args(argv)
     n, repeat = args.requests, args.repeat
+    scratch, blank = bytearray(args.evict << 20), bytes(args.evict << 20)
 
     folder = tempfile.mkdtemp(prefix="otp-cost-")
     os.environ.update(
@@ -114,10 +122,19 @@ def main(argv: list[str] | None = None) -> int:
             best = float("inf")
             for _ in range(repeat):
                 work = fn(count)
-                started = time.process_time()
+                if not scratch:
+                    started = time.process_time()
+                    for item in work:
+                        item()
+                    best = min(best, (time.process_time() - started) / count)
+                    continue
+                spent = 0.0
                 for item in work:
+                    scratch[:] = blank  # out of the caches goes whatever the last request left there
+                    started = time.process_time()
                     item()
-                best = min(best, (time.process_time() - started) / count)
+                    spent += time.process_time() - started
+                best = min(best, spent / count)
             return best * 1e6
 
         def s_new(count):
@@ -158,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout, sys.stderr = real_out, real_err
         console.close()
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"in-process WSGI cost, best of {repeat} x {n} requests, one thread (microseconds per request):")
+    caches = f", caches evicted ({args.evict} MiB written) before each request" if scratch else ""
+    print(f"in-process WSGI cost, best of {repeat} x {n} requests, one thread{caches} (microseconds per request):")
     for name, micros in rows:
         print(f"  {name:38s} {micros:8.0f}")
     return 0
