@@ -1,13 +1,21 @@
-"""Instructions one request costs, in process, counted by valgrind's callgrind: the same number on every run.
+"""Instructions one request costs, in process, counted by valgrind's callgrind: nearly the same on every run.
 
-    python3 scripts/request_instructions.py [--scenarios ceiling,new,resend,wrong,right] [--requests 200]
+    python3 scripts/request_instructions.py [--scenarios ceiling,new,resend,wrong,right] [--requests 200] [--cold]
 
 Timings on a shared two-core machine swing by a tenth from one run to the next (see docs/BENCHMARKS.md); an
-instruction count does not, so a change of a few percent in the app's own work shows. For each scenario the app (or
-the ceiling app) is called as WSGI, as in scripts/request_cost.py, once with 100 requests and once with 100 +
-`--requests`, each under callgrind; the difference divided by `--requests` is the cost of one request, start-up
-excluded. Instructions are user-space only: the time SQLite, the log and the console spend in system calls is not in
-them (request_cost.py and bench.py see it). About a minute per scenario. Needs valgrind (apt-get install valgrind).
+instruction count moves by a few percent at most (hash seeds and temporary names differ between runs), so a change
+of several percent in the app's own work shows. For each scenario the app (or the ceiling app) is called as WSGI, as
+in scripts/request_cost.py, once with 100 requests and once with 100 + `--requests`, each under callgrind; the
+difference divided by `--requests` is the cost of one request, start-up excluded. Instructions are user-space only:
+the time SQLite, the log and the console spend in system calls is not in them (request_cost.py and bench.py see it).
+About a minute per scenario. Needs valgrind (apt-get install valgrind).
+
+`--cold` also simulates the caches (32 KiB L1s, a 1 MiB last level) and writes over 2 MiB before each request, so
+that every request starts with cold caches, as a worker's does under load (docs/BENCHMARKS.md). It prints the
+instructions, the L1 and last-level misses of one request (the eviction's own, counted separately, taken off) and
+an estimate of its cycles, instructions + 10 x L1 misses + 100 x last-level misses (the estimate cachegrind's
+manual gives), with each scenario's ratio to the ceiling (measured with --cold whether named or not). Under load, that ratio is what the bench sees; the
+instructions alone are not. About four minutes per scenario.
 """
 from __future__ import annotations
 
@@ -27,15 +35,25 @@ sys.path.insert(0, str(SCRIPTS))
 
 SCENARIOS = ("ceiling", "new", "resend", "wrong", "right")
 BASE = 100  # requests in the shorter run: what both runs share (imports, app start-up, warm-up) cancels out
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+_COLLECTED = re.compile(r"Collected\s*:\s*([\d ]+)")
+# --cold: the simulated caches, and how much is written before each request to push their contents out.
+_CACHES = ("--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64")
+EVICT_BYTES = 2 << 20
+_EVICT_ONLY = "evict-only"  # a child that only evicts, as often as a scenario's child: its cost is taken off
 
 
-def _child(scenario: str, count: int, pool: int) -> None:
+def _child(scenario: str, count: int, pool: int, evict: int) -> None:
     """Make the app, warm it up, then make `count` requests of `scenario` (run under callgrind by main). For the
-    right code, `pool` keys get a code first, the same number in both runs, so that only the verifies differ."""
+    right code, `pool` keys get a code first, the same number in both runs, so that only the verifies differ.
+    With `evict` bytes, that many are written over before each request."""
     real_stderr = sys.stderr
+    scratch, blank = bytearray(evict), bytes(evict)
+    if scenario == _EVICT_ONLY:
+        for _ in range(count + 30):
+            scratch[:] = blank
+        return
     try:
-        _requests(scenario, count, pool, real_stderr)
+        _requests(scenario, count, pool, real_stderr, scratch, blank)
     except Exception:
         import traceback
 
@@ -43,7 +61,7 @@ def _child(scenario: str, count: int, pool: int) -> None:
         raise SystemExit(1) from None
 
 
-def _requests(scenario: str, count: int, pool: int, real_stderr) -> None:
+def _requests(scenario: str, count: int, pool: int, real_stderr, scratch: bytearray, blank: bytes) -> None:
     import request_cost as rc
 
     folder = tempfile.mkdtemp(prefix="otp-instr-")
@@ -90,6 +108,8 @@ def _requests(scenario: str, count: int, pool: int, real_stderr) -> None:
         codes = codes_of([f"94{i:08d}" for i in range(pool)])
         work = [(app, verify, rc.verify_body(k, c), "k1") for k, c in list(codes.items())[:count + 30]]
     for target, path, body, request_id in work:  # the first 30 warm up; the rest are counted
+        if scratch:
+            scratch[:] = blank  # out of the caches goes whatever the last request left there
         status = rc.call(target, path, body, request_id)
         if not status.startswith("200") and not (scenario == "wrong" and status.startswith("400")):
             print(f"unexpected answer {status} in scenario {scenario}", file=real_stderr)
@@ -97,26 +117,40 @@ def _requests(scenario: str, count: int, pool: int, real_stderr) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _instructions(scenario: str, count: int, pool: int) -> int:
+def _counts(scenario: str, count: int, pool: int, cold: bool) -> list[int]:
+    """callgrind's totals for one child: [Ir], or with --cold [Ir, Dr, Dw, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw]."""
     done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-         "--child", scenario, str(count), str(pool)],
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *(_CACHES if cold else ()),
+         sys.executable, __file__, "--child", scenario, str(count), str(pool), str(EVICT_BYTES if cold else 0)],
         capture_output=True, text=True,
     )
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or not found:
         raise SystemExit(f"callgrind run failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+    return [int(n) for n in found.group(1).split()]
+
+
+def _per_request(scenario: str, requests: int, cold: bool) -> list[float]:
+    pool = BASE + requests + 30
+    longer, shorter = _counts(scenario, BASE + requests, pool, cold), _counts(scenario, BASE, pool, cold)
+    return [(a - b) / requests for a, b in zip(longer, shorter)]
+
+
+def _cold_row(counts: list[float]) -> tuple[float, float, float, float]:
+    """(instructions, L1 misses, last-level misses, estimated cycles) from callgrind's nine cache-sim totals."""
+    ir, l1, ll = counts[0], sum(counts[3:6]), sum(counts[6:9])
+    return ir, l1, ll, ir + 10 * l1 + 100 * ll
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help="simulate the caches, evicted before each request")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child[0], int(args.child[1]), int(args.child[2]))
+        _child(args.child[0], int(args.child[1]), int(args.child[2]), int(args.child[3]))
         return 0
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -124,12 +158,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"scenarios from {', '.join(SCENARIOS)}; --requests at least 1")
     if shutil.which("valgrind") is None:
         raise SystemExit("request_instructions: valgrind is not installed (apt-get install -y valgrind)")
-    print(f"instructions per request, in process, callgrind ({BASE + args.requests} - {BASE} requests):")
-    for scenario in scenarios:
-        pool = BASE + args.requests + 30
-        longer, shorter = _instructions(scenario, BASE + args.requests, pool), _instructions(scenario, BASE, pool)
-        per = (longer - shorter) / args.requests
-        print(f"  {scenario:10s} {per / 1e6:8.3f} M", flush=True)
+    if not args.cold:
+        print(f"instructions per request, in process, callgrind ({BASE + args.requests} - {BASE} requests):")
+        for scenario in scenarios:
+            print(f"  {scenario:10s} {_per_request(scenario, args.requests, False)[0] / 1e6:8.3f} M", flush=True)
+        return 0
+    print(f"one request with cold caches ({EVICT_BYTES >> 20} MiB written before each; L1 32 KiB, last level 1 MiB), "
+          f"callgrind ({BASE + args.requests} - {BASE} requests), the eviction's own cost taken off:")
+    print(f"  {'scenario':10s} {'instr':>9s} {'L1 miss':>9s} {'LL miss':>9s} {'est. cycles':>12s} {'ceiling/it':>11s}")
+    evict = _per_request(_EVICT_ONLY, args.requests, True)
+    ceiling = None
+    for scenario in (["ceiling"] if "ceiling" not in scenarios else []) + scenarios:
+        ir, l1, ll, cycles = _cold_row([a - b for a, b in zip(_per_request(scenario, args.requests, True), evict)])
+        ceiling = cycles if scenario == "ceiling" else ceiling
+        print(f"  {scenario:10s} {ir / 1e6:8.3f}M {l1 / 1e3:8.1f}K {ll / 1e3:8.1f}K {cycles / 1e6:11.3f}M "
+              f"{ceiling / cycles:11.2f}", flush=True)
     return 0
 
 
