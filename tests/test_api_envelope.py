@@ -112,6 +112,15 @@ def test_a_body_with_no_length_is_not_read_blindly(api):
     assert assert_envelope(response, 400, "INVALID_REQUEST")["params"]["errmsg"] == "Request body is not valid JSON."
 
 
+@pytest.mark.parametrize("length", ["\u00b2", "+47", "4 7", "-1", "0x2f"])
+def test_a_content_length_that_is_not_plain_digits_is_a_4xx_not_a_500(api, length):
+    response = api.client.post("/v1/otp/generate", data=b'{"request": {"key": "a@b.co", "type": "email"}}',
+                               headers={**AUTH, "Content-Type": "application/json"},
+                               environ_overrides={"CONTENT_LENGTH": length})
+    assert 400 <= response.status_code < 500
+    assert_envelope(response, response.status_code, "INVALID_REQUEST")
+
+
 def test_a_declared_length_over_16_kib_is_413_without_reading_the_body(api):
     response = api.client.post("/v1/otp/generate", data=b"{}", headers={**AUTH, "Content-Type": "application/json"},
                                environ_overrides={"CONTENT_LENGTH": str(16 * 1024 + 1)})

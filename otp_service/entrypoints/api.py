@@ -52,6 +52,7 @@ def _json_body(req: Request, app: Flask) -> tuple[bool, object]:
     length = environ.get("CONTENT_LENGTH", "")
     if (
         environ.get("CONTENT_TYPE") == "application/json"
+        and length.isascii()  # str.isdigit() also says yes to "²", which int() refuses
         and length.isdigit()
         and int(length) <= app.config["MAX_CONTENT_LENGTH"]
         and "HTTP_TRANSFER_ENCODING" not in environ
