@@ -54,6 +54,7 @@ def _json_body(req: Request, app: Flask) -> tuple[bool, object]:
         environ.get("CONTENT_TYPE") == "application/json"
         and length.isascii()  # str.isdigit() also says yes to "²", which int() refuses
         and length.isdigit()
+        and len(length) <= 9  # int() refuses 4,300 digits and more; any length this long is too large anyway
         and int(length) <= app.config["MAX_CONTENT_LENGTH"]
         and "HTTP_TRANSFER_ENCODING" not in environ
     ):
