@@ -103,6 +103,26 @@ def test_a_body_that_does_not_parse_is_invalid_request_either_way(api, data, con
     assert body["params"]["errmsg"] == "Request body is not valid JSON."
 
 
+@pytest.mark.parametrize("data", [
+    pytest.param(b"[" * 5000 + b"]" * 5000, id="5000-arrays"),
+    pytest.param(b'{"request":' * 1200 + b"{}" + b"}" * 1200, id="1200-objects"),
+    pytest.param(b'{"request": {"key": ' + b"[" * 2000 + b"]" * 2000 + b', "type": "phone"}}', id="deep-key"),
+])
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_a_body_nested_too_deep_is_invalid_request_not_a_500(api, data, content_type):
+    """The standard json module raises RecursionError on these (a 500); the body parser refuses them as JSON."""
+    response = api.client.post("/v1/otp/generate", data=data, headers={**AUTH, "Content-Type": content_type})
+    body = assert_envelope(response, 400, "INVALID_REQUEST", "CLIENT_ERROR")
+    assert body["params"]["errmsg"] == "Request body is not valid JSON."
+
+
+def test_a_deeply_nested_value_that_parses_is_the_fields_error(api):
+    """Nesting within the parser's limit parses; the field then is not a phone number, and says so."""
+    data = b'{"request": {"key": ' + b"[" * 900 + b"]" * 900 + b', "type": "phone"}}'
+    response = api.client.post("/v1/otp/generate", data=data, headers={**AUTH, "Content-Type": "application/json"})
+    assert_envelope(response, 400, "INVALID_PHONE")
+
+
 def test_a_body_with_no_length_is_not_read_blindly(api):
     """No Content-Length and no server that ends the stream (wsgi.input_terminated): werkzeug reads nothing, and
     the answer is a 400, not a worker stuck reading a socket."""
@@ -201,3 +221,20 @@ def test_the_app_keeps_ensure_sync_answers_and_still_refuses_async_views_without
         assert "async" in str(exc).lower()
     else:
         assert wrapped is not coroutine and callable(wrapped)
+
+
+def test_the_apps_json_provider_keeps_flasks_types_and_options(api):
+    """orjson does the work, but dates stay Flask's HTTP dates, dataclasses dicts, and `indent` (Flask's debug
+    responses) goes to the standard module."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    provider = api.client.application.json
+    value = {"when": datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc), "point": Point(1), "name": "Zoë", "big": 2**70}
+    assert provider.loads(provider.dumps(value)) == {
+        "when": "Sun, 22 Nov 2026 05:00:00 GMT", "point": {"x": 1}, "name": "Zoë", "big": 2**70}
+    assert provider.dumps({"a": 1}, indent=2) == '{\n  "a": 1\n}'

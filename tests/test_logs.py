@@ -6,6 +6,7 @@ import json
 import logging
 from datetime import datetime, timezone
 
+import pytest
 from hypothesis import given, strategies as st
 
 from otp_service.entrypoints.logs import JsonFormatter, _iso_utc
@@ -100,3 +101,43 @@ def test_the_line_time_is_the_records_time_in_utc_to_the_millisecond(created):
     """The formatter caches the date part for a second; it must still say what datetime would, rounding included."""
     expected = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
     assert _iso_utc(created) == expected
+
+
+@given(st.dictionaries(
+    st.text(min_size=1, max_size=8).filter(lambda s: s.isidentifier() and not s.startswith("_")),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text() | st.lists(st.integers(), max_size=3),
+    max_size=4,
+))
+def test_any_extra_field_makes_one_json_line_with_its_value(fields):
+    """orjson writes the line; what it refuses (integers beyond 64 bits, lone surrogates) the standard module
+    writes, so any `extra=` value still makes one parsable line with the same value."""
+    fields = {f"x_{name}": value for name, value in fields.items()}
+    record = logging.getLogger("otp_service.test").makeRecord(
+        "otp_service.test", logging.INFO, __file__, 1, "event", (), None, extra=fields
+    )
+    text = JsonFormatter().format(record)
+    assert "\n" not in text
+    text.encode("utf-8")  # writable to a UTF-8 stream, lone surrogates included (escaped)
+    line = json.loads(text)
+    for name, value in fields.items():
+        assert line[name] == value
+
+
+def test_a_value_json_has_no_type_for_is_written_as_its_str():
+    class Thing:
+        def __str__(self):
+            return "thing-1"
+
+    record = logging.getLogger("otp_service.test").makeRecord(
+        "otp_service.test", logging.INFO, __file__, 1, "event", (), None, extra={"thing": Thing(), "big": 2**70}
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["thing"] == "thing-1" and line["big"] == 2**70
+
+
+def test_an_infinite_float_is_null_so_the_line_stays_strict_json():
+    record = logging.getLogger("otp_service.test").makeRecord(
+        "otp_service.test", logging.INFO, __file__, 1, "event", (), None, extra={"ratio": float("inf")}
+    )
+    text = JsonFormatter().format(record)
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))["ratio"] is None

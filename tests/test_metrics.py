@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -204,9 +205,13 @@ class ServeProcess:
             time.sleep(0.1)
         raise AssertionError("serve did not become healthy:\n" + "".join(self.log()))
 
+    def records(self) -> list[dict]:
+        """The JSON log lines so far, parsed."""
+        return [json.loads(line) for line in self.log() if line.startswith("{")]
+
     def ready_workers(self) -> set[int]:
         """Workers whose app is built (each logs its channels once create_app has run)."""
-        return {int(p) for p in re.findall(r'"message": "channel for email: .*"pid": (\d+)', "".join(self.log()))}
+        return {r["pid"] for r in self.records() if r["message"].startswith("channel for email: ")}
 
     def wait_workers(self, count: int, timeout: float = 30.0) -> set[int]:
         deadline = time.monotonic() + timeout
@@ -218,7 +223,7 @@ class ServeProcess:
 
     def answered_by(self) -> set[int]:
         """The pids of the workers that wrote a request line for a /health request."""
-        return {int(p) for p in re.findall(r'"message": "request", "route": "/health".*"pid": (\d+)', "".join(self.log()))}
+        return {r["pid"] for r in self.records() if r["message"] == "request" and r.get("route") == "/health"}
 
     def stop(self) -> str:
         if self.proc.poll() is None:

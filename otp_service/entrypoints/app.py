@@ -21,6 +21,7 @@ from ..domain.errors import OtpError
 from ..service_layer.services import ContentionError
 from . import api
 from .envelope import respond_error
+from .jsonio import FastJSONProvider
 from .logs import configure_logging, development_api_key
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document as openapi_document
@@ -64,10 +65,13 @@ def create_app(
 
 
 class _OtpFlask(Flask):
-    """Flask, keeping `ensure_sync`'s answer for each function (Flask's docs invite overriding it).
+    """Flask, with JSON through orjson (`FastJSONProvider`), keeping `ensure_sync`'s answer for each function
+    (Flask's docs invite overriding both).
 
-    Flask asks it for the view and for each after-request hook on every request, and each time inspects the
-    function (`inspect.iscoroutinefunction`: five Python calls); the answer never changes for a function."""
+    Flask asks `ensure_sync` for the view and for each after-request hook on every request, and each time inspects
+    the function (`inspect.iscoroutinefunction`: five Python calls); the answer never changes for a function."""
+
+    json_provider_class = FastJSONProvider
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,13 +1,11 @@
 """Sunbird's response envelope: `id, ver, ts, params, responseCode, result` on every answer, success or error."""
 from __future__ import annotations
 
-import functools
-import json
 import re
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from flask import Request, Response, current_app, g, request
 
@@ -65,12 +63,6 @@ def _now_timestamp() -> str:
     return f"{prefix}{int((now - second) * 1000) % 1000:03d}+0000"
 
 
-@functools.lru_cache(maxsize=8)
-def _encoder(ensure_ascii: bool, sort_keys: bool, default: Callable) -> Callable[[Any], str]:
-    """What the app's JSON provider's dumps() does, without building a new encoder on every call."""
-    return json.JSONEncoder(ensure_ascii=ensure_ascii, sort_keys=sort_keys, default=default).encode
-
-
 def request_msgid(body: Any = None, req: Request | None = None) -> str:
     """X-Request-ID, else the body's params.msgid, else a new UUID. Only plain tokens are echoed back."""
     for candidate in ((req or request).environ.get("HTTP_X_REQUEST_ID"), _body_msgid(body)):
@@ -117,10 +109,7 @@ def respond(status: int = 200, result: dict | None = None, error: OtpError | Non
     }
     app = current_app._get_current_object()
     provider = app.json
-    try:
-        encode = _encoder(provider.ensure_ascii, provider.sort_keys, provider.default)
-    except AttributeError:  # a provider other than Flask's default: let it encode
-        encode = provider.dumps
+    encode = getattr(provider, "dumps_bytes", None) or provider.dumps  # bytes from ours; str from any other
     headers = {"X-Request-ID": msgid}
     if error is not None and error.retry_after:
         headers["Retry-After"] = str(error.retry_after)

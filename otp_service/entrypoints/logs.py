@@ -7,7 +7,6 @@ and message, plus `exc` (the traceback, as one string) when there is one.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import secrets
 import sys
@@ -16,6 +15,7 @@ import time
 from flask import g, has_request_context
 
 from ..config import Settings
+from .jsonio import dumps_bytes
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and becomes a field of the line.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "msgid"}
@@ -30,8 +30,6 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
-# One encoder for every line (json.dumps with `default` would build a new one each time).
-_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 _second: tuple[int, str] = (-1, "")  # (epoch second, "yyyy-mm-ddThh:mm:ss") of the last line
 
 
@@ -68,7 +66,7 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exc"] = record.exc_text
-        return _encode(line)
+        return dumps_bytes(line, str).decode()  # anything JSON has no type for is written as its str()
 
 
 class _StderrHandler(logging.StreamHandler):
