@@ -24,7 +24,9 @@ carries X-Request-ID k<key>, which the console prints beside the code), never fr
 is checked (status, and err for the wrong-code verify); a run with unexpected answers or socket errors is flagged.
 
 Printed: requests per second, p50 and p99 latency (wrk's, per request, in ms) for each, and the service's share of
-the ceiling's requests per second. Exit status 1 if any run was invalid; missed goals are reported, not failed.
+the ceiling's requests per second; then, per scenario, each server's CPU per request split into user and system
+(kernel) time, and the whole machine's busy time per request during each run (so CPU spent outside the server, by
+wrk or the kernel's own threads, shows). Exit status 1 if any run was invalid; missed goals are reported, not failed.
 """
 from __future__ import annotations
 
@@ -78,6 +80,8 @@ class Run:
     exhausted: int
     socket_errors: int
     cpu_ms: float = 0.0  # the server's CPU time (all workers) per request
+    cpu_sys_ms: float = 0.0  # of which in the kernel (system calls): the rest is user time
+    machine_ms: float = 0.0  # busy time of all the machine's CPUs per request: the server, wrk and anything else
     first_bad: str = ""
 
     @property
@@ -155,16 +159,18 @@ class Server:
                 pass
         return sizes
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the arbiter and its workers so far."""
-        total = 0
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user + system, system) CPU time of the arbiter and its workers so far."""
+        total = system = 0
         for pid in [self.proc.pid, *self.worker_pids()]:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+                system += int(fields[12])
             except (OSError, IndexError, ValueError):
                 pass
-        return total / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return total / tick, system / tick
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -183,6 +189,15 @@ class Server:
             return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-15:])
         except OSError:
             return ""
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy so far (all CPUs: everything but idle and I/O wait), from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # user..steal, minus idle, iowait
 
 
 # -- load --------------------------------------------------------------------------------------------------------------
@@ -214,10 +229,12 @@ def measure(target: str, scenario: str, server: Server, api_key: str, arg: str, 
             spies.append(subprocess.Popen(
                 ["py-spy", "record", "-p", str(pid), "-d", str(max(1, opts.duration - 1)), "-r", "250", "--gil",
                  "--nonblocking", "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    cpu_before = server.cpu_seconds()
+    cpu_before, machine_before = server.cpu_seconds(), machine_busy_seconds()
     raw = wrk(server.url, api_key, mode, expect, marker, arg,
               duration=opts.duration, connections=opts.connections, threads=opts.threads)
-    cpu = server.cpu_seconds() - cpu_before
+    cpu_after, machine_after = server.cpu_seconds(), machine_busy_seconds()
+    cpu, cpu_sys = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
+    per_request = 1000 / raw["requests"] if raw["requests"] else 0.0
     for spy in spies:
         spy.wait(timeout=30)
     seconds = raw["duration_us"] / 1e6
@@ -228,7 +245,8 @@ def measure(target: str, scenario: str, server: Server, api_key: str, arg: str, 
         max_ms=raw["max_us"] / 1000, unexpected=raw["unexpected"],
         exhausted=raw["exhausted"] if target == "service" else 0,
         socket_errors=raw["socket_errors"], first_bad=raw["first_bad"],
-        cpu_ms=1000 * cpu / raw["requests"] if raw["requests"] else 0.0,
+        cpu_ms=cpu * per_request, cpu_sys_ms=cpu_sys * per_request,
+        machine_ms=(machine_after - machine_before) * per_request,
     )
 
 
@@ -462,6 +480,13 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     print(table(results, opts, store))
+    # Where the CPU went: the server's split into user and kernel time, and the whole machine's busy time (which
+    # also counts wrk and any kernel work done outside the server's processes).
+    for r in results:
+        print(f"{r.label}: CPU ms/req user + system: service {r.service.cpu_ms - r.service.cpu_sys_ms:.2f} + "
+              f"{r.service.cpu_sys_ms:.2f}, ceiling {r.ceiling.cpu_ms - r.ceiling.cpu_sys_ms:.2f} + "
+              f"{r.ceiling.cpu_sys_ms:.2f}; machine busy ms/req: service run {r.service.machine_ms:.2f}, "
+              f"ceiling run {r.ceiling.machine_ms:.2f}")
     if opts.rounds > 1:
         for scenario in scenarios:
             every = ", ".join(f"{r.ratio:.2f}" for r in rounds[scenario])

@@ -33,6 +33,7 @@ def test_bench_runs_every_scenario_against_the_service_and_the_ceiling(tmp_path)
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| scenario")]
     assert [row.split(" | ")[0][2:] for row in rows] == list(LABELS)
     assert "store=sqlite, channel=console, workers=2, connections=16" in done.stdout
+    assert sum(line.startswith(LABELS) and "CPU ms/req user + system" in line for line in done.stdout.splitlines()) == 4
 
     report = json.loads(out.read_text())
     assert report["store"] == "sqlite"
@@ -42,5 +43,6 @@ def test_bench_runs_every_scenario_against_the_service_and_the_ceiling(tmp_path)
             assert run["requests"] > 0 and run["rps"] > 0
             assert 0 < run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
             assert run["unexpected"] == run["exhausted"] == run["socket_errors"] == 0
-            assert run["cpu_ms"] > 0
+            assert run["cpu_ms"] > 0 and 0 <= run["cpu_sys_ms"] <= run["cpu_ms"]
+            assert run["machine_ms"] > 0
         assert result["ratio"] == pytest.approx(result["service"]["rps"] / result["ceiling"]["rps"])
