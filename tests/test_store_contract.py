@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import replace
 
 from otp_service.adapters.store import BlockedRow, OtpRow
 
@@ -25,7 +24,7 @@ def row(expires_in: float = 60.0, **fields) -> OtpRow:
 
 def same_fields(a: OtpRow, b: OtpRow) -> bool:
     """Equal but for float rounding to the millisecond (Cassandra timestamps)."""
-    for name in OtpRow.__dataclass_fields__:
+    for name in OtpRow._fields:
         x, y = getattr(a, name), getattr(b, name)
         if name == "expires_at":
             continue
@@ -51,36 +50,36 @@ def test_rows_of_one_key_and_another_type_are_separate(store):
     written = row()
     assert store.insert_otp(written)
     assert store.get_otp("phone", written.key) is None
-    assert store.insert_otp(replace(written, type="phone", otp="other"))
+    assert store.insert_otp(written._replace(type="phone", otp="other"))
     assert store.get_otp("email", written.key).otp == "g1.cipher"
 
 
 def test_insert_is_refused_while_a_live_row_exists(store):
     written = row()
     assert store.insert_otp(written)
-    assert not store.insert_otp(replace(written, otp="another"))
+    assert not store.insert_otp(written._replace(otp="another"))
     assert store.get_otp("email", written.key).otp == "g1.cipher"
 
 
 def test_update_is_a_compare_and_set_on_version(store):
     written = row()
     store.insert_otp(written)
-    assert store.update_otp(replace(written, retry_count=1, version=2), expected_version=1)
-    assert not store.update_otp(replace(written, retry_count=9, version=2), expected_version=1)
+    assert store.update_otp(written._replace(retry_count=1, version=2), expected_version=1)
+    assert not store.update_otp(written._replace(retry_count=9, version=2), expected_version=1)
     current = store.get_otp("email", written.key)
     assert (current.retry_count, current.version) == (1, 2)
 
 
 def test_update_of_an_absent_row_does_nothing(store):
     ghost = row()
-    assert not store.update_otp(replace(ghost, version=2), expected_version=1)
+    assert not store.update_otp(ghost._replace(version=2), expected_version=1)
     assert store.get_otp("email", ghost.key) is None
 
 
 def test_update_can_clear_a_field(store):
     written = row()
     store.insert_otp(written)
-    assert store.update_otp(replace(written, otp=None, version=2), expected_version=1)
+    assert store.update_otp(written._replace(otp=None, version=2), expected_version=1)
     assert store.get_otp("email", written.key).otp is None
 
 
@@ -97,14 +96,14 @@ def test_rows_expire_by_time_and_updates_carry_the_ttl(store):
     plain, shortened, extended = row(expires_in=1.2), row(expires_in=30), row(expires_in=1.2)
     for written in (plain, shortened, extended):
         assert store.insert_otp(written)
-    assert store.update_otp(replace(shortened, version=2, expires_at=time.time() + 1.2), 1)
-    assert store.update_otp(replace(extended, version=2, expires_at=time.time() + 30), 1)
+    assert store.update_otp(shortened._replace(version=2, expires_at=time.time() + 1.2), 1)
+    assert store.update_otp(extended._replace(version=2, expires_at=time.time() + 30), 1)
     time.sleep(2.6)
     assert store.get_otp("email", plain.key) is None
     assert store.get_otp("email", shortened.key) is None
     assert store.get_otp("email", extended.key).version == 2
-    assert not store.update_otp(replace(plain, version=2), 1)
-    assert store.insert_otp(replace(plain, expires_at=time.time() + 60))  # an expired row is no obstacle
+    assert not store.update_otp(plain._replace(version=2), 1)
+    assert store.insert_otp(plain._replace(expires_at=time.time() + 60))  # an expired row is no obstacle
     assert store.get_otp("email", plain.key).version == 1
 
 
@@ -160,7 +159,7 @@ def test_parallel_inserts_create_exactly_one_row(make_store):
 
     def insert(i):
         barrier.wait()
-        results.append(stores[i % 2].insert_otp(replace(template, otp=f"writer-{i}")))
+        results.append(stores[i % 2].insert_otp(template._replace(otp=f"writer-{i}")))
 
     threads = [threading.Thread(target=insert, args=(i,)) for i in range(10)]
     for t in threads:
@@ -184,7 +183,7 @@ def test_compare_and_set_counts_every_increment_exactly_once(make_store):
         barrier.wait()
         while True:
             current = store.get_otp("email", template.key)
-            if store.update_otp(replace(current, retry_count=current.retry_count + 1,
+            if store.update_otp(current._replace(retry_count=current.retry_count + 1,
                                         version=current.version + 1), current.version):
                 applied.append(i)
                 return

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time: the caller answers 503."""
 
 
-@dataclass(frozen=True)
-class OtpRow:
+class OtpRow(NamedTuple):
+    """One row of the otp table. A NamedTuple, not a frozen dataclass: as immutable, and built about five times
+    faster (a frozen dataclass's __init__ sets each of the 14 fields through object.__setattr__), on every request."""
+
     type: str
     key: str  # deterministic ciphertext of the normalised key
     otp: str | None  # ciphertext of the code; None once used or locked
@@ -34,8 +36,7 @@ class OtpRow:
     expires_at: float  # when the whole row goes (the store's TTL)
 
 
-@dataclass(frozen=True)
-class BlockedRow:
+class BlockedRow(NamedTuple):
     type: str
     key: str  # deterministic ciphertext, as in OtpRow.key
     created_on: float

@@ -7,7 +7,8 @@ an outcome is only reported after the state that records it was written.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import errors
 from .codes import codes_match, new_code
@@ -29,12 +30,17 @@ class Limits:
         return str(int(hours)) if hours.is_integer() else f"{hours:.2f}".rstrip("0").rstrip(".")
 
 
-@dataclass(frozen=True)
-class OtpState:
-    """One key's record, decrypted. Times are epoch seconds."""
+class OtpState(NamedTuple):
+    """One key's record, decrypted. Times are epoch seconds.
 
+    A NamedTuple, like the store's rows, rather than a frozen dataclass: as immutable, with `_replace` for the next
+    state, and about four times cheaper to build (every request builds one or two).
+    """
+
+    # The order of the store's OtpRow after its type and key, so a row's fields pass as they are (services.py).
     code: str | None = None  # None: never generated, used, or locked
     created_on: float | None = None  # generation time of the current code
+    updated_on: float | None = None
     expires_on: float | None = None
     retry_count: int = 0
     is_locked: bool = False
@@ -42,7 +48,6 @@ class OtpState:
     send_count: int = 0
     window_start: float | None = None
     last_sent_on: float | None = None
-    updated_on: float | None = None
 
     def live_code(self, now: float) -> str | None:
         """The code if it can still verify: generated, not used, not locked, not expired."""
@@ -91,7 +96,7 @@ def plan_send(current: OtpState | None, now: float, limits: Limits) -> Send | Bl
     counted = dict(send_count=sends + 1, window_start=window_start, last_sent_on=now, updated_on=now)
     if state.live_code(now) is not None:
         # Resend: the same code, its expiry and its attempts untouched.
-        return Send(replace(state, **counted), resend=True)
+        return Send(state._replace(**counted), resend=True)
     fresh = OtpState(
         code=new_code(limits.code_length),
         created_on=now,
@@ -126,10 +131,10 @@ def check_code(current: OtpState | None, offered: str, now: float, limits: Limit
     if current is None or expected is None:
         raise errors.invalid_otp()
     if codes_match(expected, offered):
-        return Verdict(replace(current, code=None, updated_on=now), accepted=True, remaining=0)
+        return Verdict(current._replace(code=None, updated_on=now), accepted=True, remaining=0)
     retries = current.retry_count + 1
     remaining = max(limits.max_verify_attempts - retries, 0)
     if remaining == 0:
-        locked = replace(current, code=None, retry_count=retries, is_locked=True, locked_on=now, updated_on=now)
+        locked = current._replace(code=None, retry_count=retries, is_locked=True, locked_on=now, updated_on=now)
         return Verdict(locked, accepted=False, remaining=0)
-    return Verdict(replace(current, retry_count=retries, updated_on=now), accepted=False, remaining=remaining)
+    return Verdict(current._replace(retry_count=retries, updated_on=now), accepted=False, remaining=remaining)

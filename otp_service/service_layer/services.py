@@ -200,7 +200,7 @@ class OtpService:
             except DecryptionError:
                 # Keys were changed without keeping the old one: the code is lost, a new generate replaces it.
                 log.error("stored code does not decrypt under any configured key; treating it as absent")
-        return OtpState(code, **dict(zip(_SHARED_FIELDS, _shared_values(row))))
+        return OtpState(code, *_shared_values(row))
 
     def _write(
         self, contact: Contact, token: str, row: OtpRow | None, current: OtpState | None, state: OtpState
@@ -234,12 +234,11 @@ class OtpService:
         return True
 
 
-# What a stored row and the policy's state have in common, field for field (the code is encrypted in between), in
-# the order OtpRow declares them after type, key and otp.
-_SHARED_FIELDS = tuple(name for name in OtpRow.__dataclass_fields__ if name in OtpState.__dataclass_fields__
-                       and name != "code")
-if tuple(OtpRow.__dataclass_fields__)[3:3 + len(_SHARED_FIELDS)] != _SHARED_FIELDS:  # _write passes them in order
-    raise ImportError("OtpRow's fields after type, key and otp must be OtpState's, in the same order")
+# What a stored row and the policy's state have in common, field for field (the code is encrypted in between): every
+# field of OtpState after its code, in the order OtpRow declares them after type, key and otp.
+_SHARED_FIELDS = OtpState._fields[1:]
+if OtpRow._fields[3:3 + len(_SHARED_FIELDS)] != _SHARED_FIELDS:  # _decode and _write pass them in order
+    raise ImportError("OtpRow's fields after type, key and otp must be OtpState's after code, in the same order")
 _shared_values = operator.attrgetter(*_SHARED_FIELDS)  # a tuple of them, read in C
 
 
