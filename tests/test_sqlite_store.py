@@ -54,3 +54,29 @@ def test_an_older_file_loses_the_expiry_index_that_slowed_every_write(tmp_path):
     with sqlite3.connect(path) as conn:
         indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "otp_expires_at" not in indexes and "blocked_key_until" in indexes
+
+
+def test_a_forked_child_opens_its_own_connection_and_never_uses_the_parents(tmp_path):
+    """SQLite forbids using a connection across fork(); gunicorn forks workers from a master that may have one."""
+    import multiprocessing
+
+    store = SqliteStore(str(tmp_path / "fork.db"))
+    store.open()
+    parent_conn = store._conn()
+    assert store.insert_otp(row(key="parent"))
+
+    def child(results):
+        inherited = store._local.conn  # the parent's connection object, copied by fork
+        own = store._conn()
+        wrote = store.insert_otp(row(key="child"))
+        results.put((own is not inherited, wrote, store.get_otp("email", "parent") is not None))
+
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    process = ctx.Process(target=child, args=(results,))
+    process.start()
+    fresh, wrote, read = results.get(timeout=30)
+    process.join(30)
+    assert (fresh, wrote, read) == (True, True, True)
+    assert store._conn() is parent_conn  # the parent keeps its own
+    assert store.get_otp("email", "child") is not None

@@ -85,6 +85,18 @@ _PURGE_LAST_SLICE_OTP = "DELETE FROM otp WHERE (type, key) > (?, ?) AND expires_
 _FIRST_WAIT = 0.00005
 _LONGEST_WAIT = 0.005
 
+# Bumped in the child of every fork: a connection opened before a fork is never used after it (SQLite forbids
+# carrying one across). Compared on every statement instead of os.getpid(), which is a system call each time.
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
 
 class SqliteStore(Store):
     name = "sqlite"
@@ -105,7 +117,7 @@ class SqliteStore(Store):
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
+        if conn is not None and self._local.forks == _forks:
             return conn
         try:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
@@ -120,12 +132,12 @@ class SqliteStore(Store):
             conn.execute("PRAGMA busy_timeout=0")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from None
-        self._local.conn, self._local.pid = conn, os.getpid()
+        self._local.conn, self._local.forks = conn, _forks
         return conn
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
+        if conn is not None and self._local.forks == _forks:
             conn.close()
         self._local = threading.local()
 
