@@ -223,6 +223,26 @@ def test_the_app_keeps_ensure_sync_answers_and_still_refuses_async_views_without
         assert wrapped is not coroutine and callable(wrapped)
 
 
+def test_requests_get_a_read_only_session_and_no_cookie(api):
+    """No sessions: every request sees the same empty NullSession, which refuses writes; no answer sets a cookie."""
+    from flask import session
+    from flask.sessions import NullSession
+
+    app = api.client.application
+    seen = []
+    with app.test_request_context("/health"):
+        app.preprocess_request()
+        seen.append(session._get_current_object())
+        assert isinstance(seen[0], NullSession) and dict(seen[0]) == {}
+        with pytest.raises(RuntimeError):
+            session["user"] = "someone"
+    with app.test_request_context("/health"):
+        seen.append(session._get_current_object())
+    assert seen[0] is seen[1] and dict(seen[1]) == {}
+    for response in (api.generate(unique_email()), api.client.get("/health"), api.client.get("/nowhere")):
+        assert "Set-Cookie" not in response.headers
+
+
 def test_the_apps_json_provider_keeps_flasks_types_and_options(api):
     """orjson does the work, but dates stay Flask's HTTP dates, dataclasses dicts, and `indent` (Flask's debug
     responses) goes to the standard module."""
