@@ -77,6 +77,13 @@ def parts(email) -> tuple[str, str]:
 
 
 # -- accepted ------------------------------------------------------------------------------------------------------------
+def test_a_message_printed_any_way_shows_neither_the_code_nor_the_address():
+    shown = message()
+    for text in (repr(shown), str(shown), f"{shown}", "%s" % (shown,), repr([shown])):
+        assert CODE not in text and EMAIL not in text
+        assert "msg-1" in text
+
+
 def test_the_email_arrives_over_starttls_after_login_with_a_text_and_an_html_body(smtp_server, pki):
     server = smtp_server(security="starttls")
     channel = email_channel(smtp_env(server.port, pki))

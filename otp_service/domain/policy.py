@@ -67,16 +67,14 @@ class OtpState(NamedTuple):
         return self.window_start is not None and now < self.window_start + limits.send_window
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(NamedTuple):
     """Generate may go ahead: write `state`, then deliver `state.code`."""
 
     state: OtpState
     resend: bool
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(NamedTuple):
     """Generate is over the send limit: block the key until `until` and drop its record."""
 
     until: float
@@ -113,8 +111,7 @@ def cooldown_error(cooldown: int, wait: float) -> errors.OtpError:
     return error
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The outcome of one check: write `state`, then answer. `accepted` means the code was right."""
 
     state: OtpState

@@ -5,8 +5,7 @@ caller always learns about the first problem. Unknown fields are ignored, as Sun
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
@@ -39,15 +38,13 @@ _GENERATE = GenerateSchema()
 _VERIFY = VerifySchema()
 
 
-@dataclass(frozen=True)
-class GenerateRequest:
+class GenerateRequest(NamedTuple):
     contact: Contact
     user_id: str | None
     template_id: str | None
 
 
-@dataclass(frozen=True)
-class VerifyRequest:
+class VerifyRequest(NamedTuple):
     contact: Contact
     otp: str
     user_id: str | None

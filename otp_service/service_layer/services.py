@@ -8,9 +8,8 @@ import math
 import operator
 import random
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..adapters.crypto import DecryptionError, KeyRing
 from ..adapters.lockout_cache import LockoutCache
@@ -33,8 +32,7 @@ class ContentionError(Exception):
     """Too many concurrent writers on one key."""
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a successful generate did, for logs and metrics."""
 
     resend: bool

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ...domain.contacts import Contact
 
 
-@dataclass(frozen=True)
-class Message:
-    """One code on its way to one contact. `repr` never shows the code or the key."""
+class Message(NamedTuple):
+    """One code on its way to one contact. `repr` never shows the code or the key. (A NamedTuple, like every
+    record a request builds: immutable, and cheaper to make than a frozen dataclass.)"""
 
     contact: Contact
     code: str
