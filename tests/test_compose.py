@@ -21,7 +21,7 @@ from otp_service.entrypoints.cli import main
 PROJECT = Path(__file__).resolve().parents[1]
 COMPOSE = PROJECT / "docker-compose.yml"
 DOCKERFILE = PROJECT / "Dockerfile"
-OPERATIONS = PROJECT / "README.md"  # its Configuration table
+OPERATIONS = PROJECT / "docs" / "configuration.md"  # the configuration table
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
 
 
@@ -139,7 +139,7 @@ def test_every_variable_compose_sets_is_documented(compose):
     documented = documented_variables()
     for name in ("schema", "otp-service"):
         for variable in compose["services"][name]["environment"]:
-            assert variable in documented, f"{variable} is not in the README"
+            assert variable in documented, f"{variable} is not in docs/configuration.md"
 
 
 def test_every_variable_the_service_reads_is_in_the_configuration_table():
@@ -150,7 +150,7 @@ def test_every_variable_the_service_reads_is_in_the_configuration_table():
     not_variables = {"OTP_SETTINGS", "OTP_DEFAULT_REGION", "OTP_API_KEY_HASHES",  # Flask config keys
                      "OTP_VERIFICATION_FAILED"}  # an error code
     missing = named - not_variables - documented_variables()
-    assert not missing, f"not in the README's configuration table: {sorted(missing)}"
+    assert not missing, f"not in the configuration table (docs/configuration.md): {sorted(missing)}"
 
 
 # -- Dockerfile and .dockerignore ---------------------------------------------------------------------------------------

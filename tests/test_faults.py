@@ -1,6 +1,6 @@
 """Faults: the store unreachable, a delivery provider that hangs, a worker killed in the middle of a request.
 
-What each test proves is written down in the README ("Faults").
+What each test proves is written down in docs/operations.md ("Faults").
 """
 from __future__ import annotations
 
