@@ -4,119 +4,22 @@ A bad value stops start-up with a ConfigError that names the variable; nothing i
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from .adapters.cassandra_settings import CassandraSettings
+from .adapters.crypto import parse_key
+from .adapters.notifications.settings import DeliverySettings
+from .adapters.user_directory import DirectorySettings
 from .domain.contacts import region_for_country_code
 from .domain.policy import Limits
+from .envreader import ConfigError, EnvReader
 
-
-class ConfigError(ValueError):
-    """A variable is missing or malformed. The message names it."""
+__all__ = ["CassandraSettings", "ConfigError", "EnvReader", "Settings"]
 
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-class EnvReader:
-    """Typed reads of OTP_* variables; each failure names the variable and says what was expected."""
-
-    def __init__(self, environ: Mapping[str, str] | None = None):
-        self.environ = os.environ if environ is None else environ
-
-    def raw(self, name: str) -> str | None:
-        value = self.environ.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def str(self, name: str, default: str | None = None) -> str | None:
-        value = self.raw(name)
-        return default if value is None else value
-
-    def int(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-        if minimum is not None and number < minimum or maximum is not None and number > maximum:
-            bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
-            raise ConfigError(f"{name} must be in {bounds}, got {number}")
-        return number
-
-    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, got {value!r}") from None
-        if not number >= minimum or number != number or number == float("inf"):
-            raise ConfigError(f"{name} must be a finite number >= {minimum}, got {value!r}")
-        return number
-
-    def bool(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
-        if value is None:
-            return default
-        lowered = value.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-    def list(self, name: str) -> tuple[str, ...]:
-        value = self.raw(name)
-        if value is None:
-            return ()
-        return tuple(item.strip() for item in value.split(",") if item.strip())
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value.lower() not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value.lower()
-
-
-@dataclass(frozen=True)
-class CassandraSettings:
-    contact_points: tuple[str, ...] = ()
-    port: int = 9042
-    keyspace: str = "otp"
-    local_dc: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    tls_ca_file: str | None = None
-    connect_timeout: float = 5.0
-    request_timeout: float = 2.0
-
-    @classmethod
-    def from_env(cls, env: EnvReader) -> "CassandraSettings":
-        keyspace = env.str("OTP_CASSANDRA_KEYSPACE", "otp")
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,47}", keyspace):
-            raise ConfigError(f"OTP_CASSANDRA_KEYSPACE must be a plain identifier, got {keyspace!r}")
-        return cls(
-            contact_points=env.list("OTP_CASSANDRA_CONTACT_POINTS"),
-            port=env.int("OTP_CASSANDRA_PORT", 9042, 1, 65535),
-            keyspace=keyspace,
-            local_dc=env.str("OTP_CASSANDRA_LOCAL_DC"),
-            username=env.str("OTP_CASSANDRA_USERNAME"),
-            password=env.str("OTP_CASSANDRA_PASSWORD"),
-            tls=env.bool("OTP_CASSANDRA_TLS", False),
-            tls_ca_file=env.str("OTP_CASSANDRA_TLS_CA_FILE"),
-            connect_timeout=env.float("OTP_CASSANDRA_CONNECT_TIMEOUT", 5.0, 0.1),
-            request_timeout=env.float("OTP_CASSANDRA_REQUEST_TIMEOUT", 2.0, 0.1),
-        )
 
 
 @dataclass(frozen=True)
@@ -135,8 +38,8 @@ class Settings:
     installation: str = "Sunbird"
     log_level: str = "INFO"
     # Channel, template and user-directory settings: see their adapters. Kept as the parsed objects.
-    delivery: object = None
-    directory: object = None
+    delivery: DeliverySettings | None = None
+    directory: DirectorySettings | None = None
 
     @property
     def production(self) -> bool:
@@ -175,9 +78,6 @@ class Settings:
         store = env.choice("OTP_STORE", "cassandra" if cassandra.contact_points else "sqlite", ("sqlite", "cassandra"))
         if store == "cassandra" and not cassandra.contact_points:
             raise ConfigError("OTP_CASSANDRA_CONTACT_POINTS is required when OTP_STORE=cassandra")
-        from .adapters.notifications.settings import DeliverySettings
-        from .adapters.user_directory import DirectorySettings
-
         delivery = DeliverySettings.from_env(env)
         if mode == "production":
             # The console channel prints codes on standard output: never where real people receive them.
@@ -204,8 +104,6 @@ class Settings:
 
 
 def _check_encryption_keys(keys: tuple[str, ...]) -> None:
-    from .adapters.crypto import parse_key
-
     for index, key in enumerate(keys, start=1):
         try:
             parse_key(key)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..config import CassandraSettings, ConfigError, Settings
+from ..envreader import ConfigError
+from .cassandra_settings import CassandraSettings
 
 log = logging.getLogger("otp_service.migrate")
 
@@ -162,14 +163,16 @@ def migrate_cluster(settings: CassandraSettings, keyspace: str, cql_dir: Path, *
         cluster.shutdown()
 
 
-def migrate_from_settings(settings: Settings, *, keyspace: str | None, cql_dir: str | None, dry_run: bool) -> int:
-    if not settings.cassandra.contact_points:
+def migrate_from_settings(
+    settings: CassandraSettings, *, keyspace: str | None, cql_dir: str | None, dry_run: bool
+) -> int:
+    if not settings.contact_points:
         raise ConfigError("OTP_CASSANDRA_CONTACT_POINTS is required for migrate")
-    target = keyspace or settings.cassandra.keyspace
+    target = keyspace or settings.keyspace
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,47}", target):
         raise ConfigError(f"--keyspace must be a plain identifier, got {target!r}")
     try:
-        migrate_cluster(settings.cassandra, target, Path(cql_dir) if cql_dir else default_cql_dir(), dry_run=dry_run)
+        migrate_cluster(settings, target, Path(cql_dir) if cql_dir else default_cql_dir(), dry_run=dry_run)
     except MigrationError as exc:
         print(f"otp-service migrate: {exc}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ from cassandra.connection import ConnectionException
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
 
-from ..config import CassandraSettings
+from .cassandra_settings import CassandraSettings
 from .store import BlockedRow, OtpRow, Store, StoreUnavailable, ttl_seconds
 
 log = logging.getLogger("otp_service.store.cassandra")

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from ..config import ConfigError, EnvReader
+from ..envreader import ConfigError, EnvReader
 from ..domain.contacts import ContactType, mask, normalise_email, normalise_phone, region_for_country_code
 from ..domain.errors import OtpError
 

@@ -58,7 +58,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from ..adapters.cassandra_migrate import migrate_from_settings
 
     settings = Settings.from_env()
-    return migrate_from_settings(settings, keyspace=args.keyspace, cql_dir=args.cql_dir, dry_run=args.dry_run)
+    return migrate_from_settings(settings.cassandra, keyspace=args.keyspace, cql_dir=args.cql_dir, dry_run=args.dry_run)
 
 
 def _new_api_key(args: argparse.Namespace) -> int:

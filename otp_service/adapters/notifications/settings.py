@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
-from ...config import ConfigError, EnvReader
+from ...envreader import ConfigError, EnvReader
 
 DEFAULT_TIMEOUT = 10.0  # seconds; well under gunicorn's 30 s worker timeout
 MAX_TIMEOUT = 120.0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from string import Template as _Text
 from typing import Any, Mapping
 
-from ...config import ConfigError
+from ...envreader import ConfigError
 from ...domain import errors
 from ...domain.contacts import ContactType
 
