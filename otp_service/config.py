@@ -37,6 +37,7 @@ class Settings:
     cassandra: CassandraSettings = field(default_factory=CassandraSettings)
     installation: str = "Sunbird"
     log_level: str = "INFO"
+    log_format: str = "auto"  # OTP_LOG_FORMAT: auto (text on a terminal in development, else json), json or text
     # Channel, template and user-directory settings: see their adapters. Kept as the parsed objects.
     delivery: DeliverySettings | None = None
     directory: DirectorySettings | None = None
@@ -98,6 +99,7 @@ class Settings:
             cassandra=cassandra,
             installation=env.str("OTP_INSTALLATION_NAME", "Sunbird"),
             log_level=env.choice("OTP_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+            log_format=env.choice("OTP_LOG_FORMAT", "auto", ("auto", "json", "text")),
             delivery=delivery,
             directory=DirectorySettings.from_env(env),
         )

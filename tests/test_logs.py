@@ -141,3 +141,82 @@ def test_an_infinite_float_is_null_so_the_line_stays_strict_json():
     )
     text = JsonFormatter().format(record)
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))["ratio"] is None
+
+
+# -- readable lines on a developer's terminal (OTP_LOG_FORMAT) ---------------------------------------------------------
+class _Terminal:
+    """A stream that says it is a terminal, as a developer's standard error is."""
+
+    def __init__(self, tty: bool = True):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_auto_log_format_is_text_only_on_a_terminal_in_development():
+    from otp_service.entrypoints.logs import choose_format
+
+    assert choose_format("auto", production=False, stream=_Terminal()) == "text"
+    assert choose_format("auto", production=True, stream=_Terminal()) == "json"
+    assert choose_format("auto", production=False, stream=_Terminal(tty=False)) == "json"  # a pipe, a file
+    assert choose_format("json", production=False, stream=_Terminal()) == "json"
+    assert choose_format("text", production=True, stream=_Terminal(tty=False)) == "text"
+
+
+def test_log_format_is_read_from_the_environment_and_checked():
+    from otp_service.config import ConfigError, Settings
+
+    assert Settings.from_env({}).log_format == "auto"
+    assert Settings.from_env({"OTP_LOG_FORMAT": "TEXT"}).log_format == "text"
+    with pytest.raises(ConfigError, match="OTP_LOG_FORMAT"):
+        Settings.from_env({"OTP_LOG_FORMAT": "xml"})
+
+
+def _record(message: str, *args, level=logging.INFO, **extra) -> logging.LogRecord:
+    record = logging.LogRecord("otp_service.http", level, "", 0, message, args, None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_a_text_line_has_time_level_message_and_the_requests_fields():
+    from otp_service.entrypoints.logs import TextFormatter
+
+    record = _record("request", msgid="trace-me-1", route="/v1/otp/generate", status=200, err="",
+                     key="u***@e***.com", latency_ms=3.1)
+    line = TextFormatter().format(record)
+    assert "\n" not in line
+    time_part, level, rest = line.split(None, 2)
+    assert len(time_part) == 12 and time_part[2] == ":" and level == "INFO"
+    assert rest.startswith("request  route=/v1/otp/generate status=200 key=u***@e***.com latency_ms=3.1")
+    assert "err=" not in rest  # empty fields are left out
+    assert rest.endswith("[trace-me-1]")
+
+
+def test_the_development_api_key_stands_out_in_text_lines():
+    from otp_service.entrypoints.logs import TextFormatter
+
+    plain = TextFormatter().format(_record("accepting the API key %s", "k3y", level=logging.WARNING, _highlight=True))
+    assert plain.startswith(">>> ") and "k3y" in plain
+    coloured = TextFormatter(colour=True).format(_record("key %s", "k3y", level=logging.WARNING, _highlight=True))
+    assert coloured.startswith("\033[1;36m") and coloured.endswith("\033[0m")
+    warning = TextFormatter(colour=True).format(_record("slow", level=logging.WARNING))
+    assert warning.startswith("\033[33m")
+    # JSON lines never carry the marker
+    assert "_highlight" not in JsonFormatter().format(_record("key %s", "k3y", _highlight=True))
+
+
+def test_text_logs_mask_keys_as_json_logs_do(api, channel, capsys):
+    from otp_service.entrypoints.logs import configure_logging
+
+    email = unique_email()
+    configure_logging("INFO", "text")
+    try:
+        capsys.readouterr()
+        api.generate(email)
+        err = capsys.readouterr().err
+    finally:
+        configure_logging("INFO", "json")
+    assert "request  route=/v1/otp/generate" in err and "key=u***@e***.com" in err
+    for secret in (email, email.split("@")[0], *channel.codes_for(email)):
+        assert secret not in err

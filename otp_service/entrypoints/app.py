@@ -23,7 +23,7 @@ from ..service_layer.services import ContentionError
 from . import api
 from .envelope import respond_error
 from .jsonio import FastJSONProvider
-from .logs import configure_logging, development_api_key
+from .logs import configure_from, development_api_key
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document as openapi_document
 
@@ -40,7 +40,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> Flask:
     settings = settings or Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_from(settings)
     app = _OtpFlask("otp_service", static_folder=None)  # no static files: every route answers JSON
     app.json.sort_keys = False  # the envelope reads in its documented order
     app.config.update(

@@ -36,17 +36,18 @@ def _serve(args: argparse.Namespace) -> int:
     """gunicorn with gunicorn.conf.py (see server.py); every line it and the workers log is a JSON object."""
     import logging
 
-    from .logs import configure_logging, new_api_key
+    from .logs import configure_from, new_api_key
     from .server import run
 
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_from(settings)
     say = logging.getLogger("otp_service.serve")
     if not settings.api_key_hashes:
         # One key for every worker: made here, before the fork, and handed down as its digest.
         key, digest = new_api_key()
         os.environ["OTP_API_KEYS"] = digest
-        say.warning("development: OTP_API_KEYS is unset; accepting the API key %s (Authorization: Bearer <key>)", key)
+        say.warning("development: OTP_API_KEYS is unset; accepting the API key %s (Authorization: Bearer <key>)", key,
+                    extra={"_highlight": True})
     if settings.store == "sqlite":
         from ..bootstrap import load_keys
 

@@ -1,4 +1,5 @@
-"""Log set-up: JSON lines, one object per record, each carrying its request's msgid.
+"""Log set-up: JSON lines, one object per record, each carrying its request's msgid; or, on a developer's terminal,
+one readable line per record (OTP_LOG_FORMAT=auto|json|text).
 
 Keys appear only masked; codes never appear. A request's summary line is the record "request" with the fields
 route, method, status, err, outcome, key (masked) and latency_ms; every other line has ts, level, logger, msgid
@@ -69,6 +70,72 @@ class JsonFormatter(logging.Formatter):
         return dumps_bytes(line, str).decode()  # anything JSON has no type for is written as its str()
 
 
+_LEVEL_COLOURS = {"WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
+_HIGHLIGHT, _DIM, _RESET = "\033[1;36m", "\033[2m", "\033[0m"
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line per record, for a developer's terminal: time, level, message, then the record's fields.
+
+    `22:31:36.669 INFO  request  route=/v1/otp/generate status=200 key=u***@e***.com latency_ms=3.1 [trace-me-1]`.
+    Keys are the same masked forms as in JSON; a record logged with extra={"_highlight": True} (the development
+    API key) stands out, and with `colour` warnings and errors are coloured.
+    """
+
+    def __init__(self, colour: bool = False):
+        super().__init__()
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(
+            f"{name}={value}" for name, value in record.__dict__.items()
+            if name not in _STANDARD and name[0] != "_" and value not in (None, "")
+        )
+        msgid = getattr(record, "msgid", "-")
+        line = f"{_iso_utc(record.created)[11:23]} {record.levelname:<7} {record.getMessage()}"
+        if fields:
+            line += f"  {fields}"
+        if msgid != "-":
+            line += f"  [{msgid}]"
+        if record.name.startswith("gunicorn"):
+            line += "  (gunicorn)"
+        if self.colour:
+            colour = _HIGHLIGHT if getattr(record, "_highlight", False) else _LEVEL_COLOURS.get(record.levelname)
+            if colour:
+                line = f"{colour}{line}{_RESET}"
+        elif getattr(record, "_highlight", False):
+            line = f">>> {line}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
+        return line
+
+
+def choose_format(setting: str, *, production: bool, stream=None) -> str:
+    """"json" or "text": OTP_LOG_FORMAT's choice, where "auto" is text only on a terminal in development. Logs
+    that a machine reads (containers, files, pipes) stay JSON lines."""
+    if setting != "auto":
+        return setting
+    stream = sys.stderr if stream is None else stream
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return "text" if tty and not production else "json"
+
+
+def formatter(fmt: str, stream=None) -> logging.Formatter:
+    if fmt == "text":
+        stream = sys.stderr if stream is None else stream
+        try:
+            colour = stream.isatty()
+        except (AttributeError, ValueError):
+            colour = False
+        return TextFormatter(colour=colour)
+    return JsonFormatter()
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (so a test's capture, or gunicorn's redirect, sees it)."""
 
@@ -97,19 +164,21 @@ class _StderrHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def json_handler() -> logging.Handler:
+def json_handler(fmt: str = "json") -> logging.Handler:
     handler = _StderrHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(formatter(fmt))
     handler.addFilter(RequestContextFilter())
     handler._otp_service = True  # type: ignore[attr-defined]
     return handler
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on standard error for the service's loggers and, at WARNING and above, every library's.
+def configure_logging(level: str = "INFO", fmt: str = "json", *, production: bool = False) -> None:
+    """JSON lines (or, with fmt="text", readable lines) on standard error for the service's loggers and, at
+    WARNING and above, every library's.
 
-    Idempotent: a second app in the same process (tests, workers) does not add a second handler. The handler sits
-    on the root logger so that a library's warning (the Cassandra driver's, say) is a JSON line too.
+    Idempotent: a second app in the same process (tests, workers) does not add a second handler, only sets the
+    format. The handler sits on the root logger so that a library's warning (the Cassandra driver's, say) is a
+    line of the same kind.
     """
     # The logging HOWTO's "Optimization": no line shows the caller's file and line, the thread or the process
     # name, so records need not look them up (findCaller walks the stack on every call). The pid stays.
@@ -120,11 +189,17 @@ def configure_logging(level: str = "INFO") -> None:
     ours = logging.getLogger("otp_service")
     ours.setLevel(level)
     ours.propagate = True
-    if not any(getattr(h, "_otp_service", False) for h in root.handlers):
+    fmt = choose_format(fmt, production=production)
+    existing = [h for h in root.handlers if getattr(h, "_otp_service", False)]
+    if existing:
+        for handler in existing:
+            if (fmt == "text") != isinstance(handler.formatter, TextFormatter):
+                handler.setFormatter(formatter(fmt))
+    else:
         # The handler of an older set-up on our own logger would print each line twice.
         for old in [h for h in ours.handlers if getattr(h, "_otp_service", False)]:
             ours.removeHandler(old)
-        root.addHandler(json_handler())
+        root.addHandler(json_handler(fmt))
 
 
 def new_api_key() -> tuple[str, str]:
@@ -137,6 +212,12 @@ def development_api_key(settings: Settings) -> tuple[str, ...]:
     """With no OTP_API_KEYS in development, make one for this process and say so."""
     key, digest = new_api_key()
     logging.getLogger("otp_service").warning(
-        "development: OTP_API_KEYS is unset; this process accepts the API key %s (Authorization: Bearer <key>)", key
+        "development: OTP_API_KEYS is unset; this process accepts the API key %s (Authorization: Bearer <key>)", key,
+        extra={"_highlight": True},
     )
     return (digest,)
+
+
+def configure_from(settings: Settings) -> None:
+    """configure_logging with the settings' level and format."""
+    configure_logging(settings.log_level, settings.log_format, production=settings.production)

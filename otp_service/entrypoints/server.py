@@ -19,7 +19,8 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from .logs import JsonFormatter, RequestContextFilter
+from ..envreader import EnvReader
+from .logs import RequestContextFilter, choose_format, formatter
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONFIG_ENV = "OTP_GUNICORN_CONFIG"
@@ -83,9 +84,12 @@ class JsonLogger(Logger):
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
+        env = EnvReader()
+        fmt = choose_format(env.choice("OTP_LOG_FORMAT", "auto", ("auto", "json", "text")),
+                            production=env.str("OTP_ENV", "development").lower() == "production")
         for target in (self.error_log, self.access_log):
             for handler in target.handlers:
-                handler.setFormatter(JsonFormatter())
+                handler.setFormatter(formatter(fmt, getattr(handler, "stream", None)))
                 if not any(isinstance(f, RequestContextFilter) for f in handler.filters):
                     handler.addFilter(RequestContextFilter())
 

@@ -29,8 +29,17 @@ class ConsoleChannel(Channel):
         line = f"[console {message.contact.type_name}] to={message.contact.masked} msgid={message.msgid} {shown}\n"
         with self._lock:
             stream = self.stream or sys.stdout
+            if _is_terminal(stream):  # a developer reading codes off the terminal: make them easy to spot
+                line = f"\033[1;32m{line[:-1]}\033[0m\n"
             stream.write(line)
             stream.flush()
 
     def describe(self) -> str:
         return "console (development only: codes are printed on standard output, nothing is sent)"
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
