@@ -57,7 +57,9 @@ def smtp_env(port: int, pki, **extra: str) -> dict[str, str]:
         "OTP_SMTP_PASSWORD": PASSWORD,
         "OTP_SMTP_FROM": f"Sunbird <{SENDER}>",
         "OTP_SMTP_CA_FILE": str(pki.ca_file),
-        "OTP_DELIVERY_TIMEOUT_SECONDS": "2",
+        # Generous: a stand-in on 127.0.0.1 answers at once, but a loaded 2-core CI machine can take seconds; the
+        # tests of a provider that hangs set a short timeout of their own.
+        "OTP_DELIVERY_TIMEOUT_SECONDS": "10",
     }
     env.update(extra)
     return {k: v for k, v in env.items() if v != ""}

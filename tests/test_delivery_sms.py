@@ -38,7 +38,9 @@ def twilio_env(base_url: str, **extra: str) -> dict[str, str]:
         "OTP_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "OTP_TWILIO_FROM_NUMBER": FROM_NUMBER,
         "OTP_TWILIO_BASE_URL": base_url,
-        "OTP_DELIVERY_TIMEOUT_SECONDS": "2",
+        # Generous: a stand-in on 127.0.0.1 answers at once, but a loaded 2-core CI machine can take seconds; the
+        # tests of a provider that hangs set a short timeout of their own.
+        "OTP_DELIVERY_TIMEOUT_SECONDS": "10",
     }
     env.update(extra)
     return {k: v for k, v in env.items() if v != ""}

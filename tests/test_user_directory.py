@@ -40,7 +40,9 @@ def standin():
 
 
 def settings_for(standin: UserServiceStandIn, **overrides) -> DirectorySettings:
-    base = DirectorySettings(base_url=standin.base_url, token=TOKEN, timeout=0.5, cache_ttl=0)
+    # 10 s: a stand-in on 127.0.0.1 can take over 0.5 s to answer on a loaded CI machine; the tests of a hanging
+    # user service pass a short timeout of their own.
+    base = DirectorySettings(base_url=standin.base_url, token=TOKEN, timeout=10.0, cache_ttl=0)
     return replace(base, **overrides)
 
 
@@ -209,7 +211,7 @@ def test_a_refused_connection_is_unavailable():
     standin = UserServiceStandIn().start()
     url = standin.base_url
     standin.stop()  # nothing listens on the port now
-    directory = HttpUserDirectory(DirectorySettings(base_url=url, timeout=0.5, cache_ttl=0))
+    directory = HttpUserDirectory(DirectorySettings(base_url=url, timeout=10.0, cache_ttl=0))
 
     with pytest.raises(DirectoryUnavailable):
         directory.key_in_use(ContactType.PHONE, "+919876543210")
