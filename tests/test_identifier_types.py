@@ -169,3 +169,23 @@ def test_without_a_user_directory_a_user_field_type_needs_its_key(make_client, o
     refused(generate(client, version, "recoveryEmail", userId="u-1"), version, "key needed")
     assert generate(client, version, "recoveryEmail", "Rescue@Example.org", userId="u-1").status_code == 200
     assert outbox.keys() == ["rescue@example.org"]
+
+
+# -- the user directory's other answers on v2 -------------------------------------------------------------------------
+def test_v2_a_key_in_use_is_userorgs_duplicate_entry_on_generate_and_verify(client, users, outbox):
+    assert generate(client, "v2", "email", "late@example.com").status_code == 200
+    code = outbox.last_code("late@example.com")
+    users.add_user(email="late@example.com")  # someone signed up with the key in between
+
+    taken = generate(client, "v2", "email", "late@example.com")
+    assert (taken.status_code, taken.get_json()["params"]["err"]) == (400, "UOS_OTPCRT0004")
+    refused_verify = verify(client, "v2", "email", code, "late@example.com")
+    assert (refused_verify.status_code, refused_verify.get_json()["params"]["err"]) == (400, "UOS_OTPVERFY0004")
+
+
+def test_v2_the_user_service_down_is_userorgs_server_error(client, users, outbox):
+    user_id = a_user(users)
+    users.mode = "down"
+    response = generate(client, "v2", "recoveryEmail", userId=user_id)
+    assert (response.status_code, response.get_json()["params"]["err"]) == (503, "UOS_0069")
+    assert outbox.sent == []
