@@ -59,7 +59,9 @@ def test_rule1_blank_key_counts_as_missing(api):
 
 def test_rule1_unknown_type_lists_the_valid_ones(api):
     body = envelope_error(api.generate(unique_email(), type_="fax"), 400, "INVALID_VALUE")
-    assert body["params"]["errmsg"] == "Invalid type: fax. Valid values are: email, phone."
+    assert body["params"]["errmsg"] == (
+        "Invalid type: fax. Valid values are: email, phone, prevUsedEmail, prevUsedPhone, recoveryEmail, recoveryPhone."
+    )
 
 
 @pytest.mark.parametrize("key", ["not-an-email", "a@", "@b.com", "a b@c.com", 12345, ["x"], {"a": 1}])

@@ -47,8 +47,10 @@ def test_the_default_email_has_a_subject_a_text_and_an_html_body_with_the_code()
         ("otp", "verify your"),
         ("resetPassword", "reset your password"),
         ("contactUpdate", "confirm your new"),
-        ("resetPasswordWithOtp", "reset your password"),  # the ids Sunbird's clients send
+        ("resetPasswordWithOtp", "reset your password"),  # the four ids Sunbird's clients send
         ("otpContactUpdateTemplate", "confirm your new"),
+        ("wardLoginOTP", "your ward has requested for registration"),
+        ("otpDeleteUserTemplate", "delete your account"),
     ],
 )
 def test_each_shipped_template_carries_the_code_validity_and_installation(template_id, words):
@@ -60,6 +62,24 @@ def test_each_shipped_template_carries_the_code_validity_and_installation(templa
         assert "318204" in body and "7 minutes" in body and "DIKSHA" in body
         assert words in body.lower()
     assert "DIKSHA" in subject and "318204" not in subject  # a subject shows on a lock screen
+
+
+def test_sunbirds_four_templates_have_texts_of_their_own():
+    templates = Templates()
+    sunbird = ("resetPasswordWithOtp", "wardLoginOTP", "otpContactUpdateTemplate", "otpDeleteUserTemplate")
+    texts = {tid: (templates.render_sms(tid, **VALUES), *templates.render_email(tid, **VALUES)) for tid in sunbird}
+    for field in range(4):  # sms, subject, text, html: no two of the four share one
+        assert len({t[field] for t in texts.values()}) == len(sunbird), field
+    # Each is a template of its own (none an alias of another), so a file can change one and leave the rest.
+    assert len({id(templates.templates[tid]) for tid in (*sunbird, "resetPassword", "contactUpdate")}) == 6
+    # Sunbird's own SMS texts, word for word (userorg-service's reset-password and verifyPhoneOtpTemplateWard).
+    assert texts["resetPasswordWithOtp"][0] == (
+        "OTP to reset your password on Sunbird is 042917. This is valid for 10 minutes only.")
+    assert texts["wardLoginOTP"][0] == (
+        "Your ward has requested for registration on Sunbird using this phone number. Use OTP 042917 to agree and "
+        "create the account. This is valid for 10 minutes only.")
+    assert "this email address" in texts["wardLoginOTP"][2]
+    assert "<strong>042917</strong>" in texts["otpDeleteUserTemplate"][3]
 
 
 def test_values_are_escaped_in_html_and_the_subject_stays_on_one_line():
@@ -75,8 +95,10 @@ def test_an_unknown_templateId_is_invalid_value_listing_the_known_ones():
         Templates().check("welcomeBack")
     assert caught.value.err == "INVALID_VALUE"
     assert caught.value.message.startswith("Invalid templateId: welcomeBack. Valid values are: ")
-    for known in ("otp", "resetPassword", "contactUpdate", "resetPasswordWithOtp", "otpContactUpdateTemplate"):
+    for known in ("otp", "resetPassword", "contactUpdate", "resetPasswordWithOtp", "otpContactUpdateTemplate",
+                  "wardLoginOTP", "otpDeleteUserTemplate"):
         assert known in caught.value.message
+    assert caught.value.userorg_key == "0023"  # v2 answers userorg's code for an unknown templateId
 
 
 @pytest.mark.parametrize("bad", ["", ["otp"], 7, "x" * 500])

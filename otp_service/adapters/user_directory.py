@@ -14,13 +14,20 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Mapping
 from urllib.parse import quote, urlsplit
 
 import requests
 
 from ..envreader import ConfigError, EnvReader
-from ..domain.contacts import ContactType, mask, normalise_email, normalise_phone, region_for_country_code
+from ..domain.contacts import (
+    ContactType,
+    IdentifierType,
+    mask,
+    normalise_email,
+    normalise_phone,
+    region_for_country_code,
+)
 from ..domain.errors import OtpError
 
 log = logging.getLogger("otp_service.user_directory")
@@ -46,13 +53,22 @@ class DirectoryUnavailable(Exception):
 
 @dataclass(frozen=True)
 class UserContacts:
-    """A user's current and previously used contacts, each already normalised."""
+    """A user's current and previously used contacts, each already normalised; and, by field of the user record
+    (`email`, `prevUsedEmail`, `recoveryEmail`... ), the values of each, for Sunbird's user-field types."""
 
     emails: frozenset[str] = frozenset()
     phones: frozenset[str] = frozenset()
+    by_field: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False)
 
     def of_type(self, contact_type: ContactType) -> frozenset[str]:
         return self.emails if contact_type is ContactType.EMAIL else self.phones
+
+    def for_identifier(self, identifier: IdentifierType) -> frozenset[str]:
+        """What a key of this type may be: for `email`/`phone` any current or previously used one (SPEC rule 2),
+        for a user-field type the value(s) of that field only."""
+        if not identifier.is_user_field:
+            return self.of_type(identifier.contact_type)
+        return self.by_field.get(identifier.value, frozenset())
 
     def __repr__(self) -> str:  # never let a plain contact reach a log through repr()
         return f"UserContacts(emails={len(self.emails)}, phones={len(self.phones)})"
@@ -313,11 +329,16 @@ class HttpUserDirectory(UserDirectory):
                 region = region_for_country_code(country_code)
             except ValueError:
                 pass
-        emails = {e for e in (_parsed(normalise_email, v) for v in _values(user, "email", "prevUsedEmail")) if e}
-        phones = {
-            p for p in (_parsed(normalise_phone, v, region) for v in _values(user, "phone", "prevUsedPhone")) if p
-        }
-        return UserContacts(frozenset(emails), frozenset(phones))
+        by_field: dict[str, frozenset[str]] = {}
+        for identifier in IdentifierType:  # the field of each type has the type's name (userorg's getType)
+            if identifier.contact_type is ContactType.EMAIL:
+                parsed = (_parsed(normalise_email, v) for v in _values(user, identifier.value))
+            else:
+                parsed = (_parsed(normalise_phone, v, region) for v in _values(user, identifier.value))
+            by_field[identifier.value] = frozenset(value for value in parsed if value)
+        return UserContacts(
+            by_field["email"] | by_field["prevUsedEmail"], by_field["phone"] | by_field["prevUsedPhone"], by_field
+        )
 
 
 def _segment(value: str) -> str:

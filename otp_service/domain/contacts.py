@@ -34,6 +34,40 @@ class ContactType(str, enum.Enum):
 _TYPES = {member.value: member for member in ContactType}
 
 
+class IdentifierType(str, enum.Enum):
+    """The six `type`s of userorg's OTP validator. The last four name a field of the user record (so they need a
+    `userId`); each goes by the channel of its contact type, and its OTP row is that contact type's."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+    PREV_USED_EMAIL = "prevUsedEmail"
+    PREV_USED_PHONE = "prevUsedPhone"
+    RECOVERY_EMAIL = "recoveryEmail"
+    RECOVERY_PHONE = "recoveryPhone"
+
+    @property
+    def contact_type(self) -> ContactType:
+        return ContactType.EMAIL if self.value.lower().endswith("email") else ContactType.PHONE
+
+    @property
+    def is_user_field(self) -> bool:
+        """One of Sunbird's four: the destination is this field of the user named by `userId`."""
+        return self.value not in _TYPES
+
+    @classmethod
+    def parse(cls, value: object) -> "IdentifierType":
+        """Case-insensitive, like ContactType.parse; anything else is INVALID_VALUE listing the six."""
+        if isinstance(value, str):
+            found = _IDENTIFIERS.get(value.strip().lower())
+            if found is not None:
+                return found
+        raise errors.invalid_value("type", _shown(value), [t.value for t in cls])
+
+
+_IDENTIFIERS = {member.value.lower(): member for member in IdentifierType}
+_OF_CONTACT_TYPE = {ContactType.EMAIL: IdentifierType.EMAIL, ContactType.PHONE: IdentifierType.PHONE}
+
+
 @dataclass(frozen=True)
 class Contact:
     type: ContactType
@@ -42,10 +76,15 @@ class Contact:
     # `type.value` as a plain str: stores, tokens and messages use it several times a request, and reading an
     # Enum member's value goes through a Python-level descriptor each time.
     type_name: str = field(init=False, compare=False, repr=False)
+    # How the caller named it: `email` or `phone` (the default), or the user-record field it was read from
+    # (`recoveryEmail`...). The key, and so the stored row, is the same either way.
+    identifier: IdentifierType | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "masked", mask(self.type, self.key))
         object.__setattr__(self, "type_name", self.type.value)
+        if self.identifier is None:
+            object.__setattr__(self, "identifier", _OF_CONTACT_TYPE[self.type])
 
     def __repr__(self) -> str:  # never let a plain key reach a log through repr()
         return f"Contact({self.type.value}, {self.masked})"
@@ -53,10 +92,12 @@ class Contact:
     __str__ = __repr__
 
 
-def normalise(contact_type: ContactType, raw: object, default_region: str) -> Contact:
+def normalise(
+    contact_type: ContactType, raw: object, default_region: str, identifier: IdentifierType | None = None
+) -> Contact:
     if contact_type is ContactType.EMAIL:
-        return Contact(contact_type, normalise_email(raw))
-    return Contact(contact_type, normalise_phone(raw, default_region))
+        return Contact(contact_type, normalise_email(raw), identifier)
+    return Contact(contact_type, normalise_phone(raw, default_region), identifier)
 
 
 def normalise_email(raw: object) -> str:

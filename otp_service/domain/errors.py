@@ -10,6 +10,10 @@ from typing import Any, Iterable
 class OtpError(Exception):
     """A failure the caller is told about: `err` is the contract's code, `message` its filled-in text."""
 
+    # userorg's numeric key for this error (domain/sunbird_codes.py), where the contract's code alone does not say
+    # which of userorg's conditions it is (an unknown templateId and an unknown type are both INVALID_VALUE here).
+    userorg_key: str | None = None
+
     def __init__(self, err: str, message: str, result: dict[str, Any] | None = None, *, status: int | None = None):
         super().__init__(message)
         self.err = err
@@ -17,6 +21,12 @@ class OtpError(Exception):
         self.result = result or {}
         self.status = status  # only where one code has several statuses (INVALID_REQUEST, SERVER_ERROR)
         self.retry_after: int | None = None  # seconds, for a Retry-After header
+
+    @property
+    def contract_err(self) -> str:
+        """The contract's code, whatever code the answer shows (a /v2 answer shows userorg's): logs and metrics
+        count this one."""
+        return self.err
 
     def __repr__(self) -> str:
         return f"OtpError({self.err!r}, {self.message!r})"

@@ -29,7 +29,7 @@ def _begin(api: str) -> tuple[dict, dict, Flask]:
     state = vars(g._get_current_object())
     req = request._get_current_object()
     app = current_app._get_current_object()
-    state["api_id"], state["api_ver"] = api, "v1"
+    state["api_id"], state["api_ver"] = api, _version(req)
     is_json, body = _json_body(req, app)
     state["msgid"] = request_msgid(body, req)
     _authenticate(req, app)
@@ -38,6 +38,11 @@ def _begin(api: str) -> tuple[dict, dict, Flask]:
     if body is None:
         raise errors.invalid_request("Request body is not valid JSON.")
     return body, state, app
+
+
+def _version(req: Request) -> str:
+    """`v2` on /v2/otp/*: the same behaviour, answered with userorg-service's error codes (envelope.respond_error)."""
+    return "v2" if req.environ.get("PATH_INFO", "").startswith("/v2/") else "v1"
 
 
 def _json_body(req: Request, app: Flask) -> tuple[bool, object]:
@@ -94,11 +99,14 @@ def _answers_errors(route):
 
 
 @bp.post("/v1/otp/generate")
+@bp.post("/v2/otp/generate")
 @_answers_errors
 def generate():
     body, state, app = _begin("api.otp.generate")
     parsed = load_generate(body, app.config["OTP_DEFAULT_REGION"])
-    contact = parsed.contact
+    contact = parsed.contact or app.extensions["otp_service"].destination(
+        parsed.identifier, parsed.contact, parsed.user_id
+    )
     state["masked_key"] = contact.masked
     state["contact_type"] = contact.type  # for the delivery and block metrics
     outcome = app.extensions["otp_service"].generate(
@@ -109,12 +117,16 @@ def generate():
 
 
 @bp.post("/v1/otp/verify")
+@bp.post("/v2/otp/verify")
 @_answers_errors
 def verify():
     body, state, app = _begin("api.otp.verify")
     parsed = load_verify(body, app.config["OTP_DEFAULT_REGION"])
-    state["masked_key"] = parsed.contact.masked
-    app.extensions["otp_service"].verify(parsed.contact, parsed.otp, user_id=parsed.user_id)
+    contact = parsed.contact or app.extensions["otp_service"].destination(
+        parsed.identifier, parsed.contact, parsed.user_id
+    )
+    state["masked_key"] = contact.masked
+    app.extensions["otp_service"].verify(contact, parsed.otp, user_id=parsed.user_id)
     state["outcome"] = "verified"
     return respond(result=_SUCCESS)
 

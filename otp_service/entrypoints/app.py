@@ -178,6 +178,9 @@ class _TimedRequest(Request):
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+_GENERATE_ROUTES = frozenset({"/v1/otp/generate", "/v2/otp/generate"})
+
+
 def _register_request_log(app: Flask) -> None:
     """One JSON line and one set of metrics per request, whatever answered it (a route or an error handler).
 
@@ -198,7 +201,7 @@ def _register_request_log(app: Flask) -> None:
         status = response.status_code
         method = req.method if req.method in _KNOWN_METHODS else "other"
         metrics.observe_request(route, method, status, err, seconds)
-        if route == "/v1/otp/generate":
+        if route in _GENERATE_ROUTES:
             _count_delivery_and_block(metrics, channels, state.get("contact_type"), status, err)
         elif route == "/health" and status == 503:
             metrics.store_error("unavailable")

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Request, Response, current_app, g, request
 
+from ..domain import sunbird_codes
 from ..domain.errors import OtpError
 
 # The contract's error table: the HTTP status of each code (INVALID_REQUEST and SERVER_ERROR carry their own).
@@ -92,7 +93,7 @@ def respond(status: int = 200, result: dict | None = None, error: OtpError | Non
     msgid = state["msgid"] if "msgid" in state else current_msgid()
     err = error.err if error else ""
     state["status"] = status
-    state["err"] = err
+    state["err"] = error.contract_err if error else ""  # logs and metrics count the contract's code on v1 and v2
     body = {
         "id": state.get("api_id", "api.otp"),
         "ver": state.get("api_ver", "v1"),
@@ -117,4 +118,31 @@ def respond(status: int = 200, result: dict | None = None, error: OtpError | Non
 
 
 def respond_error(error: OtpError) -> Response:
-    return respond(error.status or STATUS_OF.get(error.err, 500), error=error)
+    status = error.status or STATUS_OF.get(error.err, 500)
+    if vars(g._get_current_object()).get("api_ver") == "v2":
+        error, status = userorg_error(error, status)
+    return respond(status, error=error)
+
+
+class UserorgError(OtpError):
+    """One of the contract's errors as /v2 answers it: userorg-service's code, the same message and result."""
+
+    def __init__(self, contract: OtpError, code: str, status: int):
+        super().__init__(code, contract.message, contract.result, status=status)
+        self.retry_after = contract.retry_after
+        self._contract_err = contract.err
+
+    @property
+    def contract_err(self) -> str:
+        return self._contract_err
+
+
+def userorg_error(error: OtpError, status: int) -> tuple[OtpError, int]:
+    """The /v2 answer of a contract error (domain/sunbird_codes.py): userorg's code, and its status where the two
+    differ (a blocked key or a full send window is userorg's rate limit, 429)."""
+    operation = sunbird_codes.OPERATION_OF_API.get(vars(g._get_current_object()).get("api_id", ""))
+    if operation is None:  # not an OTP operation (cannot happen on /v2 today): the contract's code stays
+        return error, status
+    code, v2_status = sunbird_codes.v2_code(error.err, operation, error.userorg_key)
+    status = v2_status or status
+    return UserorgError(error, code, status), status

@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document of the three routes and the envelope, served at GET /v1/otp/openapi.json.
+"""The OpenAPI 3 document of the five routes and the envelope, served at GET /v1/otp/openapi.json.
 
 Built from the same tables the app answers with (the error codes and their statuses in envelope.STATUS_OF, the
 request-ID pattern, the body limit), and checked against the running app by tests/test_openapi.py, so it cannot
@@ -10,6 +10,8 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Any
 
+from ..domain import sunbird_codes
+from ..domain.contacts import IdentifierType
 from .envelope import STATUS_OF
 
 VERSION = "0.1.0"
@@ -17,7 +19,12 @@ REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 # The schemas may let through more than the service accepts (it answers a 4xx envelope), never less: what Python's
 # str.strip() trims, as a character class (ECMA's \s lacks \x1c-\x1f and \x85).
 _SPACE = r"[\s\x1c-\x1f\x85]*"
-TYPE_PATTERN = rf"^{_SPACE}([Ee][Mm][Aa][Ii][Ll]|[Pp][Hh][Oo][Nn][Ee]){_SPACE}$"
+# The six identifier types, in any case (ECMA regexes have no inline case-insensitive flag).
+TYPE_PATTERN = (
+    rf"^{_SPACE}("
+    + "|".join("".join(f"[{c.upper()}{c.lower()}]" for c in t.value) for t in IdentifierType)
+    + rf"){_SPACE}$"
+)
 OTP_PATTERN = rf"^{_SPACE}[0-9]{{1,16}}{_SPACE}$"
 
 # Which codes each operation can answer, by HTTP status (a subset of STATUS_OF; SERVER_ERROR and INVALID_REQUEST
@@ -39,12 +46,29 @@ GENERATE_ERRORS = {
     **_COMMON,
 }
 VERIFY_ERRORS = {
-    400: ["MANDATORY_PARAMETER_MISSING", "INVALID_VALUE", "INVALID_EMAIL", "INVALID_PHONE", "ERROR_INVALID_OTP",
-          "OTP_VERIFICATION_FAILED", "INVALID_REQUEST"],
+    400: ["MANDATORY_PARAMETER_MISSING", "INVALID_VALUE", "INVALID_EMAIL", "INVALID_PHONE", "KEY_ALREADY_IN_USE",
+          "ERROR_INVALID_OTP", "OTP_VERIFICATION_FAILED", "INVALID_REQUEST"],
     404: ["RESOURCE_NOT_FOUND"],
     **_COMMON,
 }
 HEALTH_ERRORS = {405: ["INVALID_REQUEST"], 500: ["SERVER_ERROR"], 503: ["SERVER_ERROR"]}
+
+
+def _v2(operation: str, errors: dict[int, list[str]]) -> dict[int, list[str]]:
+    """An operation's codes as /v2 answers them: userorg's (domain/sunbird_codes.py), plus the two an error names
+    itself (an unknown templateId on generate; a user-field type whose field is empty). A wrong method is answered
+    by routing, before the route knows its version, so a 405 keeps the contract's code."""
+    extra = [sunbird_codes.INVALID_REQUESTED_DATA]
+    if operation == sunbird_codes.GENERATE:
+        extra.append(sunbird_codes.INVALID_IDENTIFIER)
+    answered = sunbird_codes.v2_codes_by_status(
+        operation, {status: codes for status, codes in errors.items() if status != 405}, {400: extra}
+    )
+    return {**answered, 405: errors[405]}
+
+
+V2_GENERATE_ERRORS = _v2(sunbird_codes.GENERATE, GENERATE_ERRORS)
+V2_VERIFY_ERRORS = _v2(sunbird_codes.VERIFY, VERIFY_ERRORS)
 
 _RESPONSE_CODE = {200: "OK", 401: "UNAUTHORIZED", 404: "RESOURCE_NOT_FOUND", 429: "TOO_MANY_REQUESTS"}
 _DESCRIPTIONS = {
@@ -55,7 +79,8 @@ _DESCRIPTIONS = {
     405: "Wrong method for this route.",
     413: "Body larger than 16 KiB.",
     415: "Body is not JSON (`Content-Type: application/json`).",
-    429: "A send sooner than the cool-down after the last one; `Retry-After` says how many seconds to wait.",
+    429: "A send sooner than the cool-down after the last one (`Retry-After` says how many seconds to wait); on "
+    "/v2 also a full send window or a blocked key (userorg's rate limit).",
     500: "Unexpected failure (never with a trace).",
     502: "The delivery channel did not accept the message. The send still counts.",
     503: "The store (or the user directory) cannot be reached, or too many concurrent writes on one key.",
@@ -122,9 +147,9 @@ def _error_responses(api_id: str, by_status: dict[int, list[str]], results: dict
 
 
 def _post(api_id: str, summary: str, description: str, body: str, errors: dict[int, list[str]],
-          results: dict[int, dict] | None = None) -> dict:
+          results: dict[int, dict] | None = None, version: str = "v1") -> dict:
     return {
-        "operationId": api_id.replace("api.otp.", "") + "Otp",
+        "operationId": api_id.replace("api.otp.", "") + "Otp" + ("V2" if version == "v2" else ""),
         "summary": summary,
         "description": description,
         "tags": ["otp"],
@@ -162,10 +187,14 @@ def _request(fields: dict[str, dict], required: list[str]) -> dict:
 _KEY = {
     "anyOf": [{"type": "string"}, {"type": "integer"}],
     "description": "An email address (trimmed, lower-cased) or a phone number (to E.164, with the configured default "
-    "country code when it has none; a phone number may be a JSON integer). Blank counts as missing.",
+    "country code when it has none; a phone number may be a JSON integer). Blank counts as missing. Required for "
+    "`email` and `phone`; a user-field type may leave it out (the user record's field is used), and if given it "
+    "must equal that field.",
     "example": "9876543210",
 }
-_TYPE = {"type": "string", "pattern": TYPE_PATTERN, "description": "`email` or `phone`, in any case.",
+_TYPE = {"type": "string", "pattern": TYPE_PATTERN,
+         "description": "`email`, `phone`, or one of Sunbird's user-field types `prevUsedEmail`, `prevUsedPhone`, "
+         "`recoveryEmail`, `recoveryPhone` (these need `userId`), in any case.",
          "example": "phone"}
 _ID = {"type": "string", "nullable": True,
        "description": "At most 128 printable characters; blank or null counts as absent."}
@@ -209,6 +238,31 @@ _DOCUMENT: dict = {
                 {400: {"oneOf": [_ref("EmptyResult"), _ref("AttemptsResult")]}},
             )
         },
+        "/v2/otp/generate": {
+            "post": _post(
+                "api.otp.generate",
+                "Send a code (userorg-service's v2 error codes)",
+                "The behaviour of /v1/otp/generate, answered with `ver: v2` and userorg-service's error codes "
+                "(`UOS_OTPCRT` + its numeric key; `UOS_0070` unauthorized, `UOS_0069` server error). A full send "
+                "window and a blocked key answer userorg's rate limit, `UOS_OTPCRT0059` with HTTP 429.",
+                "GenerateRequest",
+                V2_GENERATE_ERRORS,
+                version="v2",
+            )
+        },
+        "/v2/otp/verify": {
+            "post": _post(
+                "api.otp.verify",
+                "Check a code (userorg-service's v2 error codes)",
+                "The behaviour of /v1/otp/verify, answered with `ver: v2` and userorg-service's error codes "
+                "(`UOS_OTPVERFY` + its numeric key): a wrong code is `UOS_OTPVERFY0063` with the attempts, no live "
+                "code `UOS_OTPVERFY0057`.",
+                "VerifyRequest",
+                V2_VERIFY_ERRORS,
+                {400: {"oneOf": [_ref("EmptyResult"), _ref("AttemptsResult")]}},
+                version="v2",
+            )
+        },
         "/health": {
             "get": {
                 "operationId": "health",
@@ -249,17 +303,18 @@ _DOCUMENT: dict = {
             "GenerateRequest": _request(
                 {"key": _KEY, "type": _TYPE,
                  "userId": {**_ID, "description": "Forgot-password flow: `key` must be a current or previous "
-                            "contact of this user. " + _ID["description"]},
+                            "contact of this user; with a user-field type, required, and the destination is that "
+                            "field of the user's record. " + _ID["description"]},
                  "templateId": {**_ID, "description": "A configured template; any other is INVALID_VALUE. "
                                 + _ID["description"]}},
-                ["key", "type"],
+                ["type"],
             ),
             "VerifyRequest": _request(
                 {"key": _KEY, "type": _TYPE,
                  "otp": {"type": "string", "pattern": OTP_PATTERN,
                          "description": "The code, a string of digits. Never echoed back.", "example": "604113"},
-                 "userId": _ID},
-                ["key", "type", "otp"],
+                 "userId": {**_ID, "description": "As in GenerateRequest. " + _ID["description"]}},
+                ["type", "otp"],
             ),
             "Envelope": {
                 "type": "object",
@@ -267,7 +322,7 @@ _DOCUMENT: dict = {
                 "additionalProperties": False,
                 "properties": {
                     "id": {"type": "string", "pattern": r"^api\.[a-z.]+$"},
-                    "ver": {"type": "string", "enum": ["v1"]},
+                    "ver": {"type": "string", "enum": ["v1", "v2"]},
                     "ts": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}:\d{3}\+0000$",
                            "description": "UTC, yyyy-MM-dd HH:mm:ss:SSS+0000."},
                     "params": _ref("Params"),
@@ -284,8 +339,8 @@ _DOCUMENT: dict = {
                 "properties": {
                     "resmsgid": {"type": "string", "format": "uuid"},
                     "msgid": {"type": "string", "pattern": REQUEST_ID_PATTERN},
-                    "err": {"type": "string", "enum": ["", *STATUS_OF]},
-                    "status": {"type": "string", "enum": ["success", *STATUS_OF]},
+                    "err": {"type": "string", "enum": ["", *STATUS_OF, *sunbird_codes.all_codes()]},
+                    "status": {"type": "string", "enum": ["success", *STATUS_OF, *sunbird_codes.all_codes()]},
                     "errmsg": {"type": "string"},
                 },
             },

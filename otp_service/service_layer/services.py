@@ -16,9 +16,9 @@ from ..adapters.lockout_cache import LockoutCache
 from ..adapters.notifications import Channel, DeliveryError, Message
 from ..adapters.notifications.templates import Templates
 from ..adapters.store import BlockedRow, OtpRow, Store, StoreUnavailable
-from ..adapters.user_directory import DirectoryUnavailable, UserDirectory
-from ..domain import errors
-from ..domain.contacts import Contact, ContactType
+from ..adapters.user_directory import DirectoryUnavailable, UserContacts, UserDirectory
+from ..domain import errors, sunbird_codes
+from ..domain.contacts import Contact, ContactType, IdentifierType
 from ..domain.policy import Block, Limits, OtpState, check_code, plan_send
 
 log = logging.getLogger("otp_service.service")
@@ -165,19 +165,50 @@ class OtpService:
     def _check_owner(self, contact: Contact, user_id: str | None) -> None:
         if self.directory is None:
             return
+        if user_id is None:
+            try:
+                in_use = self.directory.key_in_use(contact.type, contact.key)
+            except DirectoryUnavailable as exc:
+                log.warning("user directory unavailable: %s", exc)
+                raise errors.server_error(503) from None
+            if in_use:
+                raise errors.key_already_in_use()
+            return
+        identifier = contact.identifier
+        allowed = self._user_contacts(user_id).for_identifier(identifier)
+        if contact.key in allowed:
+            return
+        if not identifier.is_user_field:
+            raise errors.invalid_value("key", contact.masked, "a current or previously used contact of the user")
+        if not allowed:
+            raise _no_value_for(identifier)
+        raise errors.invalid_value("key", contact.masked, f"the user's {identifier.value}")
+
+    # -- Sunbird's user-field types: the destination is a field of the user record --------------------------------
+    def destination(self, identifier: IdentifierType, contact: Contact | None, user_id: str | None) -> Contact:
+        """The contact a request names: its `key` when it has one (rule 2 then checks that it is the user's field),
+        else the value of the user-field type's field in the record of `userId`."""
+        if contact is not None:
+            return contact
+        if self.directory is None or user_id is None:
+            raise errors.mandatory_missing("key")  # no user record to read the field from
+        values = self._user_contacts(user_id).for_identifier(identifier)
+        if not values:
+            raise _no_value_for(identifier)
+        if len(values) > 1:
+            raise errors.mandatory_missing("key")  # several previously used ones: the key says which
+        (value,) = values
+        return Contact(identifier.contact_type, value, identifier)
+
+    def _user_contacts(self, user_id: str) -> UserContacts:
         try:
-            if user_id is None:
-                if self.directory.key_in_use(contact.type, contact.key):
-                    raise errors.key_already_in_use()
-                return
             contacts = self.directory.user_contacts(user_id)
         except DirectoryUnavailable as exc:
             log.warning("user directory unavailable: %s", exc)
             raise errors.server_error(503) from None
         if contacts is None:
             raise errors.resource_not_found("user")
-        if contact.key not in contacts.of_type(contact.type):
-            raise errors.invalid_value("key", contact.masked, "a current or previously used contact of the user")
+        return contacts
 
     # -- rows <-> state -------------------------------------------------------------------------------------------
     def _load(self, type_: str, tokens: list[str]) -> OtpRow | None:
@@ -238,6 +269,14 @@ _SHARED_FIELDS = OtpState._fields[1:]
 if OtpRow._fields[3:3 + len(_SHARED_FIELDS)] != _SHARED_FIELDS:  # _decode and _write pass them in order
     raise ImportError("OtpRow's fields after type, key and otp must be OtpState's after code, in the same order")
 _shared_values = operator.attrgetter(*_SHARED_FIELDS)  # a tuple of them, read in C
+
+
+def _no_value_for(identifier: IdentifierType) -> errors.OtpError:
+    """The user record has no (usable) value in the field a user-field type names: userorg's "invalid requested
+    data"."""
+    error = errors.invalid_value("type", identifier.value, "a type whose field the user record has a value in")
+    error.userorg_key = sunbird_codes.INVALID_REQUESTED_DATA
+    return error
 
 
 def _cache_id(type_: str, token: str) -> str:

@@ -3,7 +3,8 @@
 It answers, in the Sunbird envelope:
 - `GET /v1/user/exists/{email|phone}/{value}`: 200 with `result.exists`, true when a user's current email or phone
   (Sunbird keeps `phone` without its country code, beside `countryCode`) is the value;
-- `GET /v1/user/read/{userId}`: 200 with the user's record in `result.response`, or 404 `USER_NOT_FOUND`.
+- `GET /v1/user/read/{userId}`: 200 with the user's record in `result.response` (email, phone, countryCode,
+  prevUsedEmail, prevUsedPhone, recoveryEmail, recoveryPhone, each null or "" when unset), or 404 `USER_NOT_FOUND`.
 Every request needs `Authorization: Bearer <token>` when a token is set (401 otherwise). A test can switch it to
 `down` (503), `hang` (no answer until released), `garbage` (200 with a body that is not JSON) or `bare-404`, and
 reads back every request it received. The paths are the defaults; `prefix` puts them under another root.
@@ -45,9 +46,11 @@ class UserServiceStandIn(HttpStandIn):
         return self.root_url + self.prefix
 
     def add_user(self, user_id: str | None = None, **record) -> str:
+        """A user record as userorg-service's user read answers it: every contact field is present, `""` or null
+        when the user has none (userorg stores recoveryEmail/recoveryPhone as null, prevUsed* as absent or "")."""
         user_id = user_id or str(uuid.uuid4())
         with self._lock:
-            self.users[user_id] = {"id": user_id, "userId": user_id, **record}
+            self.users[user_id] = {"id": user_id, "userId": user_id, **_UNSET_CONTACTS, **record}
         return user_id
 
     # -- one request ------------------------------------------------------------------------------------------------
@@ -88,6 +91,12 @@ class UserServiceStandIn(HttpStandIn):
         return answer(h, 404, _envelope("api.user", "RESOURCE_NOT_FOUND", "RESOURCE_NOT_FOUND", {}))
 
 
+_UNSET_CONTACTS = {
+    "email": None, "phone": None, "countryCode": None, "maskedEmail": None, "maskedPhone": None,
+    "prevUsedEmail": "", "prevUsedPhone": "", "recoveryEmail": None, "recoveryPhone": None,
+}
+
+
 def _current(user: dict, contact_type: str) -> set[str]:
     """The user's current email or phone, as the OTP service sends it (lower-cased email, E.164 phone)."""
     if contact_type == "email":
@@ -96,7 +105,7 @@ def _current(user: dict, contact_type: str) -> set[str]:
     phone = user.get("phone")
     if not isinstance(phone, str) or not phone:
         return set()
-    return {phone if phone.startswith("+") else user.get("countryCode", "+91") + phone}
+    return {phone if phone.startswith("+") else (user.get("countryCode") or "+91") + phone}
 
 
 def _envelope(api_id: str, response_code: str, err: str, result: dict) -> dict:

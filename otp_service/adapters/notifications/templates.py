@@ -15,7 +15,7 @@ from string import Template as _Text
 from typing import Any, Mapping
 
 from ...envreader import ConfigError
-from ...domain import errors
+from ...domain import errors, sunbird_codes
 from ...domain.contacts import ContactType
 
 DEFAULT_TEMPLATE_ID = "otp"
@@ -111,21 +111,62 @@ DEFAULTS: dict[str, Template] = {
     ),
 }
 
-# The templateIds Sunbird's portal and mobile app send, answered by our templates of the same purpose. A file
-# may define a template under one of these names; it then wins over the alias.
-ALIASES: dict[str, str] = {
-    "resetPasswordWithOtp": "resetPassword",
-    "otpContactUpdateTemplate": "contactUpdate",
+
+def _sunbird(sms: str, subject: str, email: str, *, unasked: str) -> Template:
+    """One of Sunbird's templates: its SMS text, and an email saying the same with the code in bold."""
+    return Template(
+        sms=sms,
+        email_subject=subject,
+        email_text=f"{email}\n\n{unasked}",
+        email_html=_HTML_FRAME.format(
+            "<p>" + email.replace("$otp", "<strong>$otp</strong>") + "</p>\n<p>" + unasked + "</p>"
+        ),
+    )
+
+
+# The four templateIds userorg-service's OTP validator accepts, which Sunbird's portal and mobile app send. The SMS
+# texts of resetPasswordWithOtp and wardLoginOTP are Sunbird's own (its reset-password SMS and its
+# verifyPhoneOtpTemplateWard); Sunbird keeps the other two in its database, not its source, so theirs are written
+# here to say the same thing. docs/delivery.md lists them.
+SUNBIRD: dict[str, Template] = {
+    "resetPasswordWithOtp": _sunbird(
+        "OTP to reset your password on $installation is $otp. This is valid for $minutes minutes only.",
+        "Reset your $installation password",
+        "OTP to reset your password on $installation is $otp. This is valid for $minutes minutes only.",
+        unasked="If you did not ask to reset your password, you can ignore this email.",
+    ),
+    "wardLoginOTP": _sunbird(
+        "Your ward has requested for registration on $installation using this phone number. Use OTP $otp to "
+        "agree and create the account. This is valid for $minutes minutes only.",
+        "Your ward wants to register on $installation",
+        "Your ward has requested for registration on $installation using this email address. Use OTP $otp to "
+        "agree and create the account. This is valid for $minutes minutes only.",
+        unasked="If you do not know of this registration, you can ignore this email.",
+    ),
+    "otpContactUpdateTemplate": _sunbird(
+        "Use OTP $otp to confirm your new phone number on $installation and update your contact details. "
+        "This is valid for $minutes minutes only.",
+        "Update your $installation contact details",
+        "Use OTP $otp to confirm your new email address on $installation and update your contact details. "
+        "This is valid for $minutes minutes only.",
+        unasked="If you did not ask to change your contact details, you can ignore this email.",
+    ),
+    "otpDeleteUserTemplate": _sunbird(
+        "OTP to delete your account on $installation is $otp. This is valid for $minutes minutes only. "
+        "Do not share it if you did not ask for this.",
+        "Confirm deleting your $installation account",
+        "OTP to delete your account on $installation is $otp. This is valid for $minutes minutes only.",
+        unasked="If you did not ask to delete your account, do not share this code; your account stays as it is.",
+    ),
 }
+DEFAULTS.update(SUNBIRD)
 
 
 class Templates:
-    def __init__(self, templates: Mapping[str, Template] | None = None, aliases: Mapping[str, str] | None = None):
+    def __init__(self, templates: Mapping[str, Template] | None = None):
         self.templates = dict(DEFAULTS if templates is None else templates)
         if DEFAULT_TEMPLATE_ID not in self.templates:
             raise ValueError(f"the default template {DEFAULT_TEMPLATE_ID!r} is required")
-        chosen = ALIASES if aliases is None else aliases
-        self.aliases = {a: t for a, t in chosen.items() if a not in self.templates and t in self.templates}
 
     @classmethod
     def load(cls, path: str | None) -> "Templates":
@@ -138,19 +179,20 @@ class Templates:
 
     @property
     def ids(self) -> list[str]:
-        return sorted({*self.templates, *self.aliases})
+        return sorted(self.templates)
 
     def check(self, template_id: str | None) -> None:
-        """Rule 1 of generate: an unconfigured templateId is a 400, never a 500."""
+        """Rule 1 of generate: an unconfigured templateId is a 400, never a 500 (userorg answers 500)."""
         if template_id is None:
             return
-        if not isinstance(template_id, str) or (template_id not in self.templates and template_id not in self.aliases):
-            raise errors.invalid_value("templateId", _shown(template_id), self.ids)
+        if not isinstance(template_id, str) or template_id not in self.templates:
+            error = errors.invalid_value("templateId", _shown(template_id), self.ids)
+            error.userorg_key = sunbird_codes.INVALID_IDENTIFIER
+            raise error
 
     def get(self, template_id: str | None) -> Template:
         self.check(template_id)
-        name = template_id or DEFAULT_TEMPLATE_ID
-        return self.templates[self.aliases.get(name, name)]
+        return self.templates[template_id or DEFAULT_TEMPLATE_ID]
 
     def render(self, template_id: str | None, contact_type: ContactType, **values: object) -> tuple[str, str]:
         """(subject, text) for email; ("", text) for SMS."""
