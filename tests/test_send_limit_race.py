@@ -100,6 +100,49 @@ def test_a_generate_that_read_before_the_block_cannot_issue_a_code_after_it(make
     _assert_round_kept_the_limit([""] * MAX_SENDS, channel.codes_for(email), others, email)
 
 
+class _NoBlockedKeysTable:
+    """The real store with its blocked-keys table hidden: only the otp row can refuse a blocked key."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+
+    def get_block(self, type_, key):
+        return None
+
+    def get_otp_and_block(self, type_, key):
+        return self.inner.get_otp(type_, key), None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_row_found_under_an_older_key_is_blocked_in_place_and_alone_holds_the_block(make_app, make_store, channel):
+    """Key rotation: sends made under the old encryption key leave the row under the old lookup token; the block
+    is written into that row, no new row appears under the new token, and the row alone refuses the key (an app
+    with an empty lockout cache that cannot see the blocked-keys table)."""
+    from otp_service.adapters.crypto import KeyRing, new_key
+
+    old, new = ENCRYPTION_KEY, new_key()
+    email = unique_email()
+    before = Api(make_app(**RACE_ENV).test_client())
+    assert [_err(before.generate(email)) for _ in range(MAX_SENDS)] == [""] * MAX_SENDS
+    code = channel.last_code(email)
+    rotated = Api(make_app(OTP_ENCRYPTION_KEYS=f"{new},{old}", **RACE_ENV).test_client())
+    assert _err(rotated.generate(email)) == "MAX_LIMIT_EXHAUSTED"
+
+    store = make_store()
+    new_token, old_token = KeyRing([new, old]).lookup_tokens("email", email)
+    blocked = store.get_otp("email", old_token)
+    assert blocked is not None and blocked.blocked_until is not None and blocked.otp is None
+    assert store.get_otp("email", new_token) is None
+    only_rows = Api(make_app(store=_NoBlockedKeysTable(make_store()), OTP_ENCRYPTION_KEYS=f"{new},{old}",
+                             **RACE_ENV).test_client())
+    assert _err(only_rows.generate(email)) == "KEY_BLOCKED"
+    assert _err(only_rows.verify(email, code)) == "ERROR_INVALID_OTP"
+    assert len(channel.codes_for(email)) == MAX_SENDS
+
+
 # -- many rounds, threads of two apps --------------------------------------------------------------------------------
 
 def _parallel_generates(apis: list[Api], email: str, count: int) -> list[str]:
