@@ -258,3 +258,64 @@ def test_the_apps_json_provider_keeps_flasks_types_and_options(api):
     assert provider.loads(provider.dumps(value)) == {
         "when": "Sun, 22 Nov 2026 05:00:00 GMT", "point": {"x": 1}, "name": "Zoë", "big": 2**70}
     assert provider.dumps({"a": 1}, indent=2) == '{\n  "a": 1\n}'
+
+
+# -- issue 15: header-hostile msgids, no-store, errmsg echoes ---------------------------------------------------------
+
+@pytest.mark.parametrize("msgid", ["abc\n", "abc\r\nX-Injected: 1", "m" * 129, "m" * 500, "abc def", "abcé", "", 42],
+                         ids=["trailing-newline", "crlf", "129-chars", "500-chars", "space", "non-ascii", "empty",
+                              "a-number"])
+def test_a_header_hostile_params_msgid_is_matched_whole_and_replaced(api, msgid):
+    body = {"params": {"msgid": msgid}, "request": {"key": unique_email(), "type": "email"}}
+    response = api.client.post("/v1/otp/generate", json=body, headers=AUTH)
+    answered = assert_envelope(response, 200)["params"]["msgid"]
+    uuid.UUID(answered)
+    assert response.headers["X-Request-ID"] == answered
+
+
+def test_a_msgid_of_128_token_characters_is_still_echoed(api):
+    msgid = "a.b:c-d_" * 16
+    body = {"params": {"msgid": msgid}, "request": {"key": unique_email(), "type": "email"}}
+    response = api.client.post("/v1/otp/generate", json=body, headers=AUTH)
+    assert assert_envelope(response, 200)["params"]["msgid"] == msgid == response.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.post("/v1/otp/generate", json={"request": {"key": unique_email(), "type": "email"}}, headers=AUTH),
+    lambda c: c.post("/v1/otp/verify", json={"request": {"key": unique_email(), "type": "email", "otp": "1"}},
+                     headers=AUTH),
+    lambda c: c.post("/v1/otp/generate", json={"request": {}}, headers=AUTH),
+    lambda c: c.post("/v1/otp/generate", json={}),
+    lambda c: c.get("/v1/otp/generate", headers=AUTH),
+    lambda c: c.get("/nowhere"),
+    lambda c: c.get("/health"),
+], ids=["generate", "verify-invalid-otp", "missing-field", "unauthorized", "wrong-method", "unknown-route", "health"])
+def test_every_api_answer_carries_cache_control_no_store(api, call):
+    response = call(api.client)
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("type", "<script>alert(1)</script>"), ("type", "fax'\"--"), ("type", "x" * 33), ("type", "tel\u00e9"),
+    ("templateId", "<img src=x onerror=alert(1)>"), ("templateId", "welcome back"), ("templateId", "t" * 33),
+    ("templateId", "a\nb"),
+])
+def test_errmsg_never_echoes_a_bad_type_or_template_id_beyond_a_short_plain_token(api, field, value):
+    request = {"key": unique_email(), "type": "email", field: value}
+    response = api.client.post("/v1/otp/generate", json={"request": request}, headers=AUTH)
+    errmsg = assert_envelope(response, 400, "INVALID_VALUE")["params"]["errmsg"]
+    assert errmsg.startswith(f"Invalid {field}: <invalid>. Valid values are: ")
+    assert value not in errmsg
+
+
+def test_errmsg_still_names_a_plain_bad_value(api):
+    response = api.client.post("/v1/otp/generate", json={"request": {"key": unique_email(), "type": "fax"}},
+                               headers=AUTH)
+    assert assert_envelope(response, 400, "INVALID_VALUE")["params"]["errmsg"] == (
+        "Invalid type: fax. Valid values are: email, phone, prevUsedEmail, prevUsedPhone, recoveryEmail, recoveryPhone.")
+
+
+def test_a_404_echoes_the_path_only_when_it_is_short_plain_ascii(api):
+    for path in ("/v1/otp/caf\u00e9", "/v1/otp/a@b.com", "/v1/" + "p" * 70):
+        errmsg = assert_envelope(api.client.get(path), 404, "RESOURCE_NOT_FOUND")["params"]["errmsg"]
+        assert errmsg == "Requested requested resource not found."

@@ -48,7 +48,7 @@ def test_split_statements_ignores_comments_and_quoted_semicolons():
 
 def test_cql_files_are_numbered_idempotent_and_partitioned_by_type_and_key():
     files = load_files(default_cql_dir(), "otp")
-    assert [f.name for f in files] == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql"]
+    assert [f.name for f in files] == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_otp_blocked_until.cql"]
     for f in files:
         for statement in f.statements:
             if statement.upper().startswith("CREATE"):
@@ -62,7 +62,7 @@ def test_cql_files_are_numbered_idempotent_and_partitioned_by_type_and_key():
 def test_migrate_applies_each_file_once_and_records_it(session, cassandra_target, scratch_keyspace):
     said = []
     applied = migrate_cluster(cassandra_target.settings, scratch_keyspace, default_cql_dir(), say=said.append)
-    assert applied == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql"]
+    assert applied == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_otp_blocked_until.cql"]
     recorded = dict(session.execute(f"SELECT filename, checksum FROM {scratch_keyspace}.schema_migrations"))
     assert recorded == {f.name: f.checksum for f in load_files(default_cql_dir(), scratch_keyspace)}
     tables = {r[0] for r in session.execute(
@@ -88,12 +88,12 @@ def test_migrate_applies_a_new_file_and_dry_run_applies_nothing(session, cassand
     folder = tmp_path / "cql"
     shutil.copytree(default_cql_dir(), folder)
     migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, say=lambda _: None)
-    (folder / "004_extra.cql").write_text("USE otp;\nCREATE TABLE IF NOT EXISTS extra (id text PRIMARY KEY);\n")
+    (folder / "005_extra.cql").write_text("USE otp;\nCREATE TABLE IF NOT EXISTS extra (id text PRIMARY KEY);\n")
     said = []
     assert migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, dry_run=True, say=said.append) == []
-    assert any("would apply 004_extra.cql" in line for line in said)
+    assert any("would apply 005_extra.cql" in line for line in said)
     assert migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, say=lambda _: None) == [
-        "004_extra.cql"]
+        "005_extra.cql"]
 
 
 def test_the_store_uses_local_quorum_and_local_serial(cassandra_target):
@@ -162,9 +162,9 @@ def test_the_migrate_command_applies_then_skips(cassandra_target, scratch_keyspa
         monkeypatch.setenv(name, value)
     assert main(["migrate", "--keyspace", scratch_keyspace]) == 0
     first = capsys.readouterr().out
-    assert first.count("apply ") == 3
+    assert first.count("apply ") == 4
     assert main(["migrate", "--keyspace", scratch_keyspace]) == 0
-    assert capsys.readouterr().out.count("skip ") == 3
+    assert capsys.readouterr().out.count("skip ") == 4
 
 
 def test_the_migrate_command_without_a_cluster_names_the_variable(monkeypatch, capsys):

@@ -5,7 +5,7 @@ import pytest
 
 from otp_service.domain import errors
 from otp_service.domain.codes import codes_match, new_code
-from otp_service.domain.policy import Block, Limits, OtpState, Send, check_code, plan_send
+from otp_service.domain.policy import Block, Blocked, Limits, OtpState, Send, check_code, plan_send
 
 LIMITS = Limits(code_length=6, code_ttl=600, max_verify_attempts=3, max_sends=4, send_window=86400,
                 resend_cooldown=30, block_seconds=86400)
@@ -55,6 +55,31 @@ def test_send_over_the_window_limit_blocks_the_key():
         state = plan_send(state, T0 + i * 31, LIMITS).state
     plan = plan_send(state, T0 + 200, LIMITS)
     assert isinstance(plan, Block) and plan.until == T0 + 200 + 86400
+
+
+def test_a_block_is_a_state_of_the_record_without_a_code_that_lives_as_long_as_the_block():
+    state = None
+    for i in range(4):
+        state = plan_send(state, T0 + i * 31, LIMITS).state
+    block = plan_send(state, T0 + 200, LIMITS)
+    assert block.state.blocked_until == block.until and block.state.code is None
+    assert block.state.keep_until(LIMITS) >= max(state.keep_until(LIMITS), block.until)  # expiries never move earlier
+    with pytest.raises(errors.OtpError) as caught:
+        check_code(block.state, state.code, T0 + 201, LIMITS)
+    assert caught.value.err == "ERROR_INVALID_OTP"  # the code issued before the block is gone
+    assert plan_send(block.state, T0 + 300, LIMITS) == Blocked(until=block.until)
+
+
+def test_after_a_block_ends_the_next_send_starts_a_new_window():
+    limits = Limits(max_sends=1, send_window=86400, block_seconds=3600, resend_cooldown=0)
+    first = plan_send(None, T0, limits).state
+    block = plan_send(first, T0 + 10, limits)
+    assert isinstance(block, Block)
+    after = plan_send(block.state, block.until, limits)
+    assert isinstance(after, Send) and not after.resend
+    assert after.state.send_count == 1 and after.state.window_start == block.until
+    assert after.state.blocked_until is None
+    assert after.state.keep_until(limits) >= block.state.keep_until(limits)
 
 
 def test_window_is_fixed_from_first_send_and_survives_use():

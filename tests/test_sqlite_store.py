@@ -56,6 +56,24 @@ def test_an_older_file_loses_the_expiry_index_that_slowed_every_write(tmp_path):
     assert "otp_expires_at" not in indexes and "blocked_key_until" in indexes
 
 
+def test_a_file_made_before_blocks_lived_in_the_row_gains_the_column_and_keeps_its_rows(tmp_path):
+    path = str(tmp_path / "old.db")
+    old_schema = sqlite_store._SCHEMA.replace("    blocked_until REAL,\n    version", "    version")
+    assert old_schema != sqlite_store._SCHEMA
+    old_row = row(key="from-before")
+    with sqlite3.connect(path) as conn:
+        conn.executescript(old_schema)
+        values = sqlite_store._otp_values(old_row)
+        conn.execute(f"INSERT INTO otp VALUES ({', '.join('?' * 14)})", values[:12] + values[13:])
+
+    store = SqliteStore(path)
+    found = store.get_otp("email", "from-before")
+    assert found is not None and found.blocked_until is None and found.otp == old_row.otp
+    assert store.update_otp(found._replace(blocked_until=found.expires_at, version=2), expected_version=1)
+    assert store.get_otp("email", "from-before").blocked_until == found.expires_at
+    SqliteStore(path).open()  # a second opening (another worker) finds the column there and changes nothing
+
+
 def test_a_forked_child_opens_its_own_connection_and_never_uses_the_parents(tmp_path):
     """SQLite forbids using a connection across fork(); gunicorn forks workers from a master that may have one."""
     import multiprocessing

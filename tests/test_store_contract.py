@@ -16,7 +16,7 @@ def row(expires_in: float = 60.0, **fields) -> OtpRow:
     base = dict(
         type="email", key=f"tok-{uuid.uuid4().hex}", otp="g1.cipher", created_on=now, updated_on=now,
         expires_on=now + 600, retry_count=0, is_locked=False, locked_on=None, send_count=1, window_start=now,
-        last_sent_on=now, version=1, expires_at=now + expires_in,
+        last_sent_on=now, blocked_until=None, version=1, expires_at=now + expires_in,
     )
     base.update(fields)
     return OtpRow(**base)
@@ -44,6 +44,15 @@ def test_insert_then_read_returns_every_field(store):
     written = row(retry_count=2, is_locked=True, locked_on=time.time(), otp=None, send_count=3)
     assert store.insert_otp(written)
     assert same_fields(store.get_otp("email", written.key), written)
+
+
+def test_a_blocked_row_reads_back_its_block_and_refuses_an_insert(store):
+    """The block is a state of the row (services.py): while it lives, no INSERT ... IF NOT EXISTS can replace it."""
+    written = row(otp=None, send_count=4, blocked_until=time.time() + 3600, expires_in=3600)
+    assert store.insert_otp(written)
+    assert not store.insert_otp(row(key=written.key))
+    found = store.get_otp("email", written.key)
+    assert abs(found.blocked_until - written.blocked_until) < 0.002 and found.otp is None
 
 
 def test_rows_of_one_key_and_another_type_are_separate(store):

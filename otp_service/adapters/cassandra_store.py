@@ -35,11 +35,11 @@ _RECONNECT_PAUSE = 2.0  # seconds between connection attempts while the cluster 
 
 _OTP_FIELDS = (
     "otp, created_on, updated_on, expires_on, retry_count, is_locked, locked_on, send_count, window_start, "
-    "last_sent_on, version"
+    "last_sent_on, blocked_until, version"
 )
 _STATEMENTS = {
     "get_otp": f"SELECT type, key, {_OTP_FIELDS}, TTL(version) FROM otp WHERE type = ? AND key = ?",
-    "insert_otp": f"INSERT INTO otp (type, key, {_OTP_FIELDS}) VALUES ({', '.join(['?'] * 13)}) "
+    "insert_otp": f"INSERT INTO otp (type, key, {_OTP_FIELDS}) VALUES ({', '.join(['?'] * 14)}) "
     "IF NOT EXISTS USING TTL ?",
     "update_otp": "UPDATE otp USING TTL ? SET "
     + ", ".join(f"{name} = ?" for name in _OTP_FIELDS.split(", "))
@@ -146,9 +146,9 @@ class CassandraStore(Store):
     # -- otp ------------------------------------------------------------------------------------------------------
     def get_otp(self, type_: str, key: str) -> OtpRow | None:
         found = self._run("get_otp", (type_, key)).one()
-        if found is None or found[12] is None:  # no row, or only an expiring row marker
+        if found is None or found[13] is None:  # no row, or only an expiring row marker
             return None
-        ttl = found[13]
+        ttl = found[14]
         return OtpRow(
             type=found[0],
             key=found[1],
@@ -162,7 +162,8 @@ class CassandraStore(Store):
             send_count=found[9] or 0,
             window_start=_seconds(found[10]),
             last_sent_on=_seconds(found[11]),
-            version=found[12],
+            blocked_until=_seconds(found[12]),
+            version=found[13],
             expires_at=time.time() + (ttl if ttl is not None else 0),
         )
 
@@ -198,5 +199,6 @@ class CassandraStore(Store):
 def _fields(row: OtpRow) -> tuple:
     return (
         row.otp, _ms(row.created_on), _ms(row.updated_on), _ms(row.expires_on), row.retry_count, row.is_locked,
-        _ms(row.locked_on), row.send_count, _ms(row.window_start), _ms(row.last_sent_on), row.version,
+        _ms(row.locked_on), row.send_count, _ms(row.window_start), _ms(row.last_sent_on), _ms(row.blocked_until),
+        row.version,
     )

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS otp (
     send_count INTEGER NOT NULL,
     window_start REAL,
     last_sent_on REAL,
+    blocked_until REAL,
     version INTEGER NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (type, key)
@@ -51,13 +52,15 @@ CREATE INDEX IF NOT EXISTS blocked_key_until ON blocked_key (blocked_until);
 
 _OTP_COLUMNS = (
     "type, key, otp, created_on, updated_on, expires_on, retry_count, is_locked, locked_on, "
-    "send_count, window_start, last_sent_on, version, expires_at"
+    "send_count, window_start, last_sent_on, blocked_until, version, expires_at"
 )
+# Files made before the block became a state of the row get its column (NULL: not blocked) when first opened.
+_ADDED_COLUMNS = {"blocked_until": "ALTER TABLE otp ADD COLUMN blocked_until REAL"}
 _OTP_SET = ", ".join(f"{c} = excluded.{c}" for c in _OTP_COLUMNS.split(", ")[2:])
 # The statements of the hot path, built once (SQLite's statement cache then finds them by their text).
 _SELECT_OTP = f"SELECT {_OTP_COLUMNS} FROM otp WHERE type = ? AND key = ? AND expires_at > ?"
 _INSERT_OTP = (
-    f"INSERT INTO otp ({_OTP_COLUMNS}) VALUES ({', '.join('?' * 14)}) "
+    f"INSERT INTO otp ({_OTP_COLUMNS}) VALUES ({', '.join('?' * 15)}) "
     f"ON CONFLICT (type, key) DO UPDATE SET {_OTP_SET} WHERE otp.expires_at <= ?"
 )
 _UPDATE_OTP = (
@@ -71,7 +74,7 @@ _SELECT_BLOCK = (
 # Both reads of a generate in one statement, so in one snapshot: the row (tag 0) and the block (tag 1), if live.
 _SELECT_OTP_AND_BLOCK = (
     f"SELECT 0, {_OTP_COLUMNS} FROM otp WHERE type = ? AND key = ? AND expires_at > ? UNION ALL "
-    f"SELECT 1, type, key, created_on, blocked_on, blocked_until{', NULL' * 9} FROM blocked_key "
+    f"SELECT 1, type, key, created_on, blocked_on, blocked_until{', NULL' * 10} FROM blocked_key "
     "WHERE type = ? AND key = ? AND blocked_until > ?"
 )
 # Purging expired rows: every second, one slice of at most _PURGE_SLICE rows, in primary-key order, from where the
@@ -126,6 +129,7 @@ class SqliteStore(Store):
             with self._schema_lock:
                 if not self._schema_ready:
                     conn.executescript(_SCHEMA)
+                    _add_missing_columns(conn)
                     self._schema_ready = True
             # From here on, waits for another writer are ours (_wait_and_retry), not SQLite's busy handler, which
             # sleeps 1, 2, 5, 10 ms ... between tries for a lock that is held for tens of microseconds.
@@ -233,6 +237,20 @@ def _otp_row(found: tuple) -> OtpRow:
     return OtpRow(*values)
 
 
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """The schema migration of an existing file: add the columns later versions added (another process may be
+    adding the same one at the same moment; its ALTER then wins and ours is a duplicate, which is fine)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(otp)")}
+    for column, alter in _ADDED_COLUMNS.items():
+        if column in present:
+            continue
+        try:
+            conn.execute(alter)
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY, or one of its extended codes: another connection holds the lock; nothing was done."""
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
@@ -241,6 +259,6 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 def _otp_values(row: OtpRow) -> tuple:
     return (
         row.type, row.key, row.otp, row.created_on, row.updated_on, row.expires_on, row.retry_count,
-        int(row.is_locked), row.locked_on, row.send_count, row.window_start, row.last_sent_on, row.version,
-        row.expires_at,
+        int(row.is_locked), row.locked_on, row.send_count, row.window_start, row.last_sent_on, row.blocked_until,
+        row.version, row.expires_at,
     )

@@ -32,6 +32,7 @@ class OtpRow(NamedTuple):
     send_count: int
     window_start: float | None
     last_sent_on: float | None
+    blocked_until: float | None  # MAX_LIMIT_EXHAUSTED blocked the key until then (the row lives at least as long)
     version: int
     expires_at: float  # when the whole row goes (the store's TTL)
 
@@ -63,7 +64,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def delete_otp(self, type_: str, key: str) -> None:
-        """Remove the row, whatever its version."""
+        """Remove the row, whatever its version. (The service never does: a block is an update of the row, so
+        that an insert cannot undo it. Kept for operators' tools and tests.)"""
 
     @abc.abstractmethod
     def block_key(self, row: BlockedRow) -> None:
@@ -74,9 +76,9 @@ class Store(abc.ABC):
         """The live block of (type, key), or None."""
 
     def get_otp_and_block(self, type_: str, key: str) -> tuple[OtpRow | None, BlockedRow | None]:
-        """get_otp, then get_block: what a generate reads first. The block is read after the row, never before: a
-        block is written before the row it ends is deleted, so a read that misses the row sees the block. A store
-        that can read both at once, from one snapshot, overrides this."""
+        """get_otp, then get_block: what a generate reads first. A store that can read both at once, from one
+        snapshot, overrides this. (The block that counts is the row's own, `OtpRow.blocked_until`; the table's is
+        read too, for blocks recorded without one.)"""
         return self.get_otp(type_, key), self.get_block(type_, key)
 
     @abc.abstractmethod

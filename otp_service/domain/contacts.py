@@ -28,7 +28,7 @@ class ContactType(str, enum.Enum):
             found = _TYPES.get(value.strip().lower())  # a dict lookup: calling the Enum class runs Python code
             if found is not None:
                 return found
-        raise errors.invalid_value("type", _shown(value), [t.value for t in cls])
+        raise errors.invalid_value("type", errors.shown(value), [t.value for t in cls])
 
 
 _TYPES = {member.value: member for member in ContactType}
@@ -61,7 +61,7 @@ class IdentifierType(str, enum.Enum):
             found = _IDENTIFIERS.get(value.strip().lower())
             if found is not None:
                 return found
-        raise errors.invalid_value("type", _shown(value), [t.value for t in cls])
+        raise errors.invalid_value("type", errors.shown(value), [t.value for t in cls])
 
 
 _IDENTIFIERS = {member.value.lower(): member for member in IdentifierType}
@@ -145,10 +145,3 @@ def mask(contact_type: ContactType | str, key: str) -> str:
         shown_domain = f"{name[:1]}***{dot}{tld}" if dot else f"{domain[:1]}***"
         return f"{local[:1]}***@{shown_domain}"
     return f"{key[:3]}{'*' * max(len(key) - 5, 3)}{key[-2:]}"
-
-
-def _shown(value: object) -> str:
-    """A caller's bad value, echoed back only when it is short plain text."""
-    if isinstance(value, str) and len(value) <= 32 and value.isprintable():
-        return value
-    return "<invalid>"

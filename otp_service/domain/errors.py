@@ -4,7 +4,12 @@ The HTTP status of each code lives with the entrypoint; here an error is only wh
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
+
+# What of a caller's bad value an errmsg may echo: a short plain token. Anything else (markup, quotes, control or
+# non-ASCII characters, a long string, a non-string) is shown as "<invalid>".
+_SHOWABLE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 
 
 class OtpError(Exception):
@@ -30,6 +35,13 @@ class OtpError(Exception):
 
     def __repr__(self) -> str:
         return f"OtpError({self.err!r}, {self.message!r})"
+
+
+def shown(value: Any) -> str:
+    """A caller's bad value as an errmsg may echo it (see _SHOWABLE)."""
+    if isinstance(value, str) and _SHOWABLE.fullmatch(value):
+        return value
+    return "<invalid>"
 
 
 def mandatory_missing(name: str) -> OtpError:

@@ -48,23 +48,34 @@ class OtpState(NamedTuple):
     send_count: int = 0
     window_start: float | None = None
     last_sent_on: float | None = None
+    # Set by MAX_LIMIT_EXHAUSTED: the key is blocked until then. The block is a state of the row rather than a
+    # deletion of it, so every compare-and-set on the key sees it: an insert cannot bring a blocked key back.
+    blocked_until: float | None = None
 
     def live_code(self, now: float) -> str | None:
-        """The code if it can still verify: generated, not used, not locked, not expired."""
+        """The code if it can still verify: generated, not used, not locked, not expired (a block drops it)."""
         if self.code is None or self.is_locked or self.expires_on is None or now >= self.expires_on:
             return None
         return self.code
+
+    def blocked(self, now: float) -> bool:
+        return self.blocked_until is not None and now < self.blocked_until
 
     def sends_in_window(self, now: float, limits: Limits) -> int:
         return self.send_count if self._window_open(now, limits) else 0
 
     def keep_until(self, limits: Limits) -> float:
-        """When nothing of this record matters any more: the later of the code's expiry and the window's end."""
+        """When nothing of this record matters any more: the latest of the code's expiry, the window's end and the
+        block's end. Never earlier than the previous state's (a block keeps the window and the code's expiry it
+        ends), so an UPDATE never shortens a row's TTL."""
         window_end = (self.window_start or 0) + limits.send_window
-        return max(self.expires_on or 0, window_end)
+        return max(self.expires_on or 0, window_end, self.blocked_until or 0)
 
     def _window_open(self, now: float, limits: Limits) -> bool:
-        return self.window_start is not None and now < self.window_start + limits.send_window
+        # A block closes the window it ended: once the block is over, the next send starts a new one.
+        return (
+            self.blocked_until is None and self.window_start is not None and now < self.window_start + limits.send_window
+        )
 
 
 class Send(NamedTuple):
@@ -75,17 +86,28 @@ class Send(NamedTuple):
 
 
 class Block(NamedTuple):
-    """Generate is over the send limit: block the key until `until` and drop its record."""
+    """Generate is over the send limit: write `state` (the key blocked until `until`, its code gone), then answer
+    MAX_LIMIT_EXHAUSTED."""
+
+    state: OtpState
+    until: float
+
+
+class Blocked(NamedTuple):
+    """The key is blocked until `until`: refuse (KEY_BLOCKED), write nothing."""
 
     until: float
 
 
-def plan_send(current: OtpState | None, now: float, limits: Limits) -> Send | Block:
-    """Rules 4 to 6 of generate: send window, resend with cool-down, or a new code."""
+def plan_send(current: OtpState | None, now: float, limits: Limits) -> Send | Block | Blocked:
+    """Rules 3 to 6 of generate: a block, the send window, resend with cool-down, or a new code."""
     state = current or OtpState()
+    if state.blocked(now):
+        return Blocked(until=state.blocked_until)
     sends = state.sends_in_window(now, limits)
     if sends >= limits.max_sends:
-        return Block(until=now + limits.block_seconds)
+        until = now + limits.block_seconds
+        return Block(state._replace(code=None, updated_on=now, blocked_until=until), until=until)
     if limits.resend_cooldown and state.last_sent_on is not None and sends:
         wait = state.last_sent_on + limits.resend_cooldown - now
         if wait > 0:
@@ -122,7 +144,7 @@ class Verdict(NamedTuple):
 def check_code(current: OtpState | None, offered: str, now: float, limits: Limits) -> Verdict:
     """Verify: a right code is consumed; a wrong one costs an attempt and the last attempt locks the code.
 
-    No live code (never sent, expired, used or locked) is one answer, ERROR_INVALID_OTP, whichever it was.
+    No live code (never sent, expired, used, locked or blocked) is one answer, ERROR_INVALID_OTP, whichever it was.
     """
     expected = current.live_code(now) if current else None
     if current is None or expected is None:

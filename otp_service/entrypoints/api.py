@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 from flask import Blueprint, Flask, Request, current_app, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..domain import errors
 from ..domain.errors import OtpError
@@ -52,23 +53,49 @@ def _json_body(req: Request, app: Flask) -> tuple[bool, object]:
     from the WSGI input: PEP 3333 lets an application read up to CONTENT_LENGTH bytes of `wsgi.input`, and that is
     all werkzeug's wrapper would do, at about 5% of a whole request's instructions (stream wrappers, the header
     parsed into a mimetype). Anything else (a chunked body, no or too large a length, another spelling of the
-    type) takes werkzeug's `get_json`, so its answers (413, 415, 400) stay werkzeug's."""
+    type) takes werkzeug's `get_data`, so its answers (413 past max_content_length however the body is framed,
+    415, 400) stay werkzeug's.
+
+    A body the server cannot read as it is framed (a chunk size of "ZZ", a chunk longer than its size, a stream
+    cut off before its last chunk, an oversized trailer) raises the server's own exception from the stream: that
+    is the caller's malformed request, a 400, not a failure of ours."""
     environ = req.environ
     length = environ.get("CONTENT_LENGTH", "")
-    if (
-        environ.get("CONTENT_TYPE") == "application/json"
-        and length.isascii()  # str.isdigit() also says yes to "²", which int() refuses
-        and length.isdigit()
-        and len(length) <= 9  # int() refuses 4,300 digits and more; any length this long is too large anyway
-        and int(length) <= app.config["MAX_CONTENT_LENGTH"]
-        and "HTTP_TRANSFER_ENCODING" not in environ
-    ):
-        try:
-            return True, app.json.loads(environ["wsgi.input"].read(int(length)))
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
-            return True, None
-    is_json = req.is_json
-    return is_json, req.get_json(silent=True) if is_json else None
+    try:
+        if (
+            environ.get("CONTENT_TYPE") == "application/json"
+            and length.isascii()  # str.isdigit() also says yes to "²", which int() refuses
+            and length.isdigit()
+            and len(length) <= 9  # int() refuses 4,300 digits and more; any length this long is too large anyway
+            and int(length) <= app.config["MAX_CONTENT_LENGTH"]
+            and "HTTP_TRANSFER_ENCODING" not in environ
+        ):
+            data = environ["wsgi.input"].read(int(length))
+        elif not req.is_json:
+            return False, None
+        elif req.content_length is None and environ.get("wsgi.input_terminated"):
+            data = _unsized_body(environ["wsgi.input"], app.config["MAX_CONTENT_LENGTH"])
+        else:
+            data = req.get_data(cache=False)
+    except HTTPException:
+        raise  # werkzeug's 413 (or the chunk bound's: server.BoundedChunkedReader), answered by app.py
+    except Exception:
+        raise errors.invalid_request("Request body could not be read.") from None
+    try:
+        return True, app.json.loads(data)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+        return True, None
+
+
+def _unsized_body(stream, limit: int) -> bytes:
+    """A body without a Content-Length (chunked), from a server that ends the stream itself (PEP 3333's
+    `wsgi.input_terminated`, which gunicorn sets): one byte past the limit is read, so a larger body is a 413.
+    werkzeug's own stream stops at the limit and returns what it read, so a 10 MB body read as its first 16 KiB,
+    and was answered as invalid JSON."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
 
 
 def _authenticate(req: Request, app: Flask) -> None:

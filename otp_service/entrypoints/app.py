@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from typing import Callable
 
@@ -23,7 +24,7 @@ from ..service_layer.services import ContentionError
 from . import api
 from .envelope import respond_error
 from .jsonio import FastJSONProvider
-from .logs import configure_from, development_api_key
+from .logs import KNOWN_METHODS, configure_from, development_api_key
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document as openapi_document
 
@@ -93,6 +94,14 @@ class _OtpFlask(Flask):
         super().__init__(*args, **kwargs)
         self.ensure_sync = functools.lru_cache(maxsize=256)(super().ensure_sync)  # type: ignore[method-assign]
 
+    def log_exception(self, exc_info) -> None:
+        """Flask's line for an exception no handler answered names the request's path and method, which are the
+        caller's text; this one names the matched route, as the request log does."""
+        rule = request.url_rule if request else None
+        self.logger.error(
+            "exception on route %s", rule.rule if rule is not None else "<unmatched>", exc_info=exc_info
+        )
+
 
 def _metrics() -> Metrics:
     return current_app.extensions["otp_metrics"]
@@ -158,9 +167,13 @@ def _from_http(error: HTTPException) -> OtpError:
     return errors.server_error(status)
 
 
+_SHOWN_PATH = re.compile(r"[A-Za-z0-9/_.\-]{0,64}")
+
+
 def _shown_path() -> str:
+    """The unknown path, echoed in the 404's errmsg only when it is short plain ASCII."""
     path = request.path.strip("/")
-    if len(path) <= 64 and all(c.isalnum() or c in "/_.-" for c in path):
+    if _SHOWN_PATH.fullmatch(path):
         return path or "/"
     return "requested"
 
@@ -174,8 +187,6 @@ class _TimedRequest(Request):
         self.started = time.perf_counter()
 
 
-# Methods a metric label may carry; any other (a caller may send any token) is counted as "other".
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 _GENERATE_ROUTES = frozenset({"/v1/otp/generate", "/v2/otp/generate"})
@@ -199,7 +210,7 @@ def _register_request_log(app: Flask) -> None:
         route = rule.rule if rule is not None else "<unmatched>"
         err = state.get("err", "") or ""
         status = response.status_code
-        method = req.method if req.method in _KNOWN_METHODS else "other"
+        method = req.method if req.method in KNOWN_METHODS else "other"
         metrics.observe_request(route, method, status, err, seconds)
         if route in _GENERATE_ROUTES:
             _count_delivery_and_block(metrics, channels, state.get("contact_type"), status, err)
@@ -213,7 +224,7 @@ def _register_request_log(app: Flask) -> None:
                 extra={
                     "msgid": state.get("msgid", "-"),
                     "route": route,
-                    "method": req.method,
+                    "method": method,
                     "status": status,
                     "err": err,
                     "outcome": state.get("outcome"),

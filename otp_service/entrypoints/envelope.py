@@ -31,7 +31,12 @@ STATUS_OF = {
     "SERVER_ERROR": 500,
 }
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# A msgid is echoed in a response header and every log line: a plain token, matched whole (`$` alone would also
+# match before a final newline, and a newline in a header breaks the response).
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+# Every envelope answer is about one caller's key or code: no cache between the caller and us may keep it.
+NO_STORE = "no-store"
 
 
 def response_code(status: int) -> str:
@@ -67,7 +72,7 @@ def _now_timestamp() -> str:
 def request_msgid(body: Any = None, req: Request | None = None) -> str:
     """X-Request-ID, else the body's params.msgid, else a new UUID. Only plain tokens are echoed back."""
     for candidate in ((req or request).environ.get("HTTP_X_REQUEST_ID"), _body_msgid(body)):
-        if isinstance(candidate, str) and _SAFE_REQUEST_ID.match(candidate):
+        if isinstance(candidate, str) and _SAFE_REQUEST_ID.fullmatch(candidate):
             return candidate
     return str(uuid.uuid4())
 
@@ -111,7 +116,7 @@ def respond(status: int = 200, result: dict | None = None, error: OtpError | Non
     app = current_app._get_current_object()
     provider = app.json
     encode = getattr(provider, "dumps_bytes", None) or provider.dumps  # bytes from ours; str from any other
-    headers = {"X-Request-ID": msgid}
+    headers = {"X-Request-ID": msgid, "Cache-Control": NO_STORE}
     if error is not None and error.retry_after:
         headers["Retry-After"] = str(error.retry_after)
     return app.response_class(encode(body), status=status, headers=headers, mimetype="application/json")
@@ -146,3 +151,26 @@ def userorg_error(error: OtpError, status: int) -> tuple[OtpError, int]:
     code, v2_status = sunbird_codes.v2_code(error.err, operation, error.userorg_key)
     status = v2_status or status
     return UserorgError(error, code, status), status
+
+
+def standalone_error(status: int, error: OtpError) -> tuple[bytes, str]:
+    """(the envelope's JSON, its msgid) for an error answered outside Flask: gunicorn's refusals of requests it
+    could not parse (server.py). No request was read, so the msgid is a new UUID and the id `api.otp`."""
+    from .jsonio import dumps_bytes
+
+    msgid = str(uuid.uuid4())
+    body = {
+        "id": "api.otp",
+        "ver": "v1",
+        "ts": _now_timestamp(),
+        "params": {
+            "resmsgid": str(uuid.uuid4()),
+            "msgid": msgid,
+            "err": error.err,
+            "status": error.err,
+            "errmsg": error.message,
+        },
+        "responseCode": response_code(status),
+        "result": error.result or {},
+    }
+    return dumps_bytes(body), msgid

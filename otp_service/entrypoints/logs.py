@@ -18,6 +18,14 @@ from flask import g, has_request_context
 from ..config import Settings
 from .jsonio import dumps_bytes
 
+# Methods a log line or a metric label may carry as they are; any other (a caller may send any token) is "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def known_method(method: str | None) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
 # Attributes every LogRecord has; anything else on a record came from `extra=` and becomes a field of the line.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "msgid"}
 

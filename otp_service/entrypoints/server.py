@@ -14,13 +14,24 @@ import os
 import runpy
 import shutil
 import tempfile
+import types
+from datetime import datetime
 from pathlib import Path
+from ssl import SSLError
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
+from gunicorn.http import errors as http_errors
+from gunicorn.http import message as http_message
+from gunicorn.http.body import ChunkedReader
+from gunicorn.http.wsgi import Response, default_environ
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..domain import errors
 from ..envreader import EnvReader
-from .logs import RequestContextFilter, choose_format, formatter
+from .envelope import NO_STORE, standalone_error
+from .logs import RequestContextFilter, choose_format, formatter, known_method
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONFIG_ENV = "OTP_GUNICORN_CONFIG"
@@ -52,8 +63,13 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Open the store in the new worker (after the fork), so its first request does not wait for the connection."""
+    """In the new worker, whatever its class: refuse what gunicorn cannot parse in the envelope, bound chunked
+    bodies, and open the store (after the fork), so the first request does not wait for the connection."""
     from ..adapters.store import StoreUnavailable
+    from .app import MAX_BODY_BYTES  # here, not at the top: the master never imports the app
+
+    answer_refusals_in_the_envelope(worker)
+    bound_chunked_bodies(MAX_BODY_BYTES)
 
     app = getattr(worker, "wsgi", None)
     service = getattr(app, "extensions", {}).get("otp_service")
@@ -78,6 +94,109 @@ def on_exit(server) -> None:
         shutil.rmtree(_created_metrics_dir, ignore_errors=True)
 
 
+# -- what gunicorn refuses before the app sees a request ------------------------------------------------------------------
+# gunicorn answers a request it cannot parse (a malformed request line, a bad header, a request line or headers over
+# its limits) from Worker.handle_error, with an HTML page, and logs the offending text ("Invalid request from ip=...:
+# Invalid HTTP Version: '98765 77777&email=...'"). Every worker class (gthread, gevent, sync) calls
+# `self.handle_error`, so binding ours on the worker instance replaces it for all of them.
+
+# (status, reason, errmsg) for gunicorn's refusals; any other ParseException is a 400, anything else a 500.
+_REFUSALS = (
+    (http_errors.LimitRequestLine, 414, "URI Too Long", "Request line is too long."),
+    (http_errors.LimitRequestHeaders, 431, "Request Header Fields Too Large", "Request header fields are too large."),
+    (http_errors.ExpectationFailed, 417, "Expectation Failed", "Expect is not supported."),
+    (http_errors.ForbiddenProxyRequest, 403, "Forbidden", "Request is forbidden."),
+    (SSLError, 403, "Forbidden", "Request is forbidden."),
+    # RFC 9112 suggests 501 for an unknown transfer coding; answered as the 400 it is for this API.
+    (http_errors.UnsupportedTransferCoding, 400, "Bad Request", "Transfer-Encoding is not supported."),
+)
+_OUR_FAULTS = (http_errors.ConfigurationProblem, http_errors.InvalidResponseHeader,
+               http_errors.InvalidResponseHeaderName)
+
+
+def refusal(exc: BaseException) -> tuple[int, str, str] | None:
+    """(status, reason, errmsg) when `exc` is gunicorn refusing the caller's request; None when it is a fault of
+    ours (a 500)."""
+    if isinstance(exc, _OUR_FAULTS):
+        return None
+    for kind, status, reason, message in _REFUSALS:
+        if isinstance(exc, kind):
+            return status, reason, message
+    if isinstance(exc, http_errors.ParseException):
+        return 400, "Bad Request", "Request is invalid."
+    return None
+
+
+def envelope_handle_error(self, req, client, addr, exc) -> None:
+    """Worker.handle_error, answering in the envelope and logging only the kind of refusal (never the request
+    line, a header or the query string it came from)."""
+    started = datetime.now()
+    addr = addr or ("", -1)  # a unix socket
+    refused = refusal(exc)
+    if refused is not None:
+        status, reason, message = refused
+        error = errors.invalid_request(message, status)
+        self.log.warning("invalid request from ip=%s refused with %d: %s", addr[0], status, type(exc).__name__)
+        if req is None:
+            req = getattr(exc, "req", None)  # a bad header: the request line was read (for the access log)
+    else:
+        status, reason = 500, "Internal Server Error"
+        error = errors.server_error(500)
+        self.log.error("error handling a request: %s", type(exc).__name__, exc_info=(type(exc), exc, exc.__traceback__))
+    body, msgid = standalone_error(status, error)
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        f"Date: {util.http_date()}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"X-Request-ID: {msgid}\r\n"
+        f"Cache-Control: {NO_STORE}\r\n\r\n"
+    )
+    if req is not None:
+        try:
+            environ = default_environ(req, client, self.cfg)
+            environ["REMOTE_ADDR"] = addr[0]
+            resp = Response(req, client, self.cfg)
+            resp.status = f"{status} {reason}"
+            resp.headers = [("X-Request-ID", msgid)]
+            resp.sent = len(body)
+            self.log.access(resp, req, environ, datetime.now() - started)
+        except Exception:
+            self.log.debug("could not write an access line for a refused request")
+    try:
+        util.write(client, head.encode("latin-1") + body)
+    except Exception:
+        self.log.debug("could not send the refusal")
+
+
+def answer_refusals_in_the_envelope(worker) -> None:
+    worker.handle_error = types.MethodType(envelope_handle_error, worker)
+
+
+class BoundedChunkedReader(ChunkedReader):
+    """gunicorn's chunked-body reader, refusing at once a chunk that declares more than the app reads at all.
+
+    The app stops reading at its limit (16 KiB, werkzeug's max_content_length: 413), but only once it has the bytes:
+    a chunk size of FFFFFFFFFFFFFFFFFFFF made the reader wait for bytes the caller never sends, and the worker
+    thread with it. RequestEntityTooLarge passes through werkzeug's stream and Flask answers it (413 envelope);
+    gunicorn marks the body failed and closes the connection."""
+
+    limit = 16 * 1024  # bytes; bound_chunked_bodies sets the app's
+
+    def parse_chunk_size(self, unreader, data=None):
+        size, rest = super().parse_chunk_size(unreader, data)
+        if size > self.limit:
+            raise RequestEntityTooLarge()
+        return size, rest
+
+
+def bound_chunked_bodies(limit: int) -> None:
+    """gunicorn's Request builds its chunked reader from this module attribute; there is no setting for it."""
+    BoundedChunkedReader.limit = limit
+    http_message.ChunkedReader = BoundedChunkedReader
+
+
 # -- logging -------------------------------------------------------------------------------------------------------------
 class JsonLogger(Logger):
     """gunicorn's own lines (start-up, worker boots and deaths) and its access log, as JSON lines like the app's."""
@@ -94,22 +213,26 @@ class JsonLogger(Logger):
                     handler.addFilter(RequestContextFilter())
 
     def access(self, resp, req, environ, request_time) -> None:
+        """One line per answer. Nothing the caller wrote goes in it as written: the route the app matched (not
+        the path, never the query string), the method if it is a known one, no header value (the msgid is the
+        app's, a plain token)."""
         if not self.access_log_enabled:
             return
         status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
         headers = dict((name.lower(), value) for name, value in resp.headers)
+        request = environ.get("werkzeug.request")  # the app's Request, when the app saw this one
+        rule = getattr(request, "url_rule", None)
         try:
             self.access_log.info(
                 "access",
                 extra={
                     "msgid": headers.get("x-request-id", "-"),
-                    "method": environ.get("REQUEST_METHOD"),
-                    "path": environ.get("PATH_INFO"),  # never the query string: nothing of ours goes there
+                    "method": known_method(environ.get("REQUEST_METHOD")),
+                    "route": rule.rule if rule is not None else "<unmatched>",
                     "status": int(status),
                     "bytes": getattr(resp, "sent", None),
                     "latency_ms": round(request_time.total_seconds() * 1000, 1),
                     "remote": environ.get("REMOTE_ADDR"),
-                    "user_agent": environ.get("HTTP_USER_AGENT"),
                 },
             )
         except Exception:

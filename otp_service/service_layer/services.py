@@ -19,7 +19,7 @@ from ..adapters.store import BlockedRow, OtpRow, Store, StoreUnavailable
 from ..adapters.user_directory import DirectoryUnavailable, UserContacts, UserDirectory
 from ..domain import errors, sunbird_codes
 from ..domain.contacts import Contact, ContactType, IdentifierType
-from ..domain.policy import Block, Limits, OtpState, check_code, plan_send
+from ..domain.policy import Block, Blocked, Limits, OtpState, check_code, plan_send
 
 log = logging.getLogger("otp_service.service")
 
@@ -72,8 +72,8 @@ class OtpService:
         tokens = self.keys.lookup_tokens(contact.type_name, contact.key)
         self._refuse_if_cached_block(contact, tokens)
         for round_ in range(MAX_CAS_ROUNDS):
-            # The block is checked after the row is read: a block is written before its key's row is deleted, so a
-            # request that finds no row here also finds the block that removed it, and cannot start a new window.
+            # A block is a state of the key's row (policy.OtpState.blocked_until), seen by every compare-and-set on
+            # it; the blocked-keys table is read too, for blocks it holds without a row (written before that).
             if round_ == 0 and len(tokens) == 1:
                 row, block = self.store.get_otp_and_block(contact.type_name, tokens[0])  # one read, both tables
                 if block is not None:
@@ -85,11 +85,14 @@ class OtpService:
             now = self._now()
             current = self._decode(row)
             plan = plan_send(current, now, self.limits)
-            if isinstance(plan, Block):
-                self._block(contact, tokens, now, plan.until)
-                raise errors.max_limit_exhausted(self.limits.max_sends, self.limits.window_hours)
+            if isinstance(plan, Blocked):
+                self.lockout.put(_cache_id(contact.type_name, row.key), plan.until, now)
+                raise errors.key_blocked(contact.type_name, _when(plan.until))
             # A new row goes under the newest key; a row found under an older one is updated where it is.
             if self._write(contact, tokens[0] if row is None else row.key, row, current, plan.state):
+                if isinstance(plan, Block):
+                    self._record_block(contact, tokens, now, plan.until)
+                    raise errors.max_limit_exhausted(self.limits.max_sends, self.limits.window_hours)
                 break
             _back_off(round_)
         else:
@@ -136,12 +139,12 @@ class OtpService:
             self.lockout.put(_cache_id(contact.type_name, block.key), block.blocked_until, now)
             raise errors.key_blocked(contact.type_name, _when(block.blocked_until))
 
-    def _block(self, contact: Contact, tokens: list[str], now: float, until: float) -> None:
+    def _record_block(self, contact: Contact, tokens: list[str], now: float, until: float) -> None:
+        """The row now holds the block; record it in the blocked-keys table and this process's lockout cache too
+        (SPEC: both are written; the row is what makes the block hold against a concurrent generate)."""
         type_ = contact.type_name
         self.store.block_key(BlockedRow(type_, tokens[0], created_on=now, blocked_on=now, blocked_until=until))
         self.lockout.put(_cache_id(type_, tokens[0]), until, now)
-        for token in tokens:
-            self.store.delete_otp(type_, token)
         log.info("key blocked type=%s key=%s until=%s", type_, contact.masked, _when(until))
 
     # -- verify ---------------------------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ class Templates:
         if template_id is None:
             return
         if not isinstance(template_id, str) or template_id not in self.templates:
-            error = errors.invalid_value("templateId", _shown(template_id), self.ids)
+            error = errors.invalid_value("templateId", errors.shown(template_id), self.ids)
             error.userorg_key = sunbird_codes.INVALID_IDENTIFIER
             raise error
 
@@ -222,13 +222,6 @@ def _plain(values: Mapping[str, object]) -> dict[str, str]:
     if not values.keys() <= PLACEHOLDERS:
         raise TypeError(f"unknown template values: {sorted(values.keys() - PLACEHOLDERS)}")
     return {name: str(value) for name, value in values.items()}
-
-
-def _shown(value: object) -> str:
-    """A caller's templateId, echoed back only when it is short plain text."""
-    if isinstance(value, str) and len(value) <= 64 and value.isprintable():
-        return value
-    return "<invalid>"
 
 
 def load_file(path: str, defaults: Mapping[str, Template] = DEFAULTS) -> dict[str, Template]:
