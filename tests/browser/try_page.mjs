@@ -20,7 +20,8 @@ mkdirSync(shots, { recursive: true });
 const WAIT = 20000; // ms; a busy 2-core machine, and every wait below is for an event, not a fixed time
 
 const report = (step, detail = {}) => console.log(JSON.stringify({ step, ...detail }));
-const shot = (page, name) => page.screenshot({ path: path.join(shots, name + ".png"), fullPage: true });
+// The page's <main>: everything it shows, without the empty viewport around it.
+const shot = (page, name) => page.locator("main").screenshot({ path: path.join(shots, name + ".png") });
 
 function fail(message) {
   throw new Error(message);
@@ -156,7 +157,7 @@ try {
   report("done");
 } catch (error) {
   console.error(`browser test failed: ${error && error.message ? error.message : error}`);
-  if (current) await shot(current, "failure").catch(() => {});
+  if (current) await current.screenshot({ path: path.join(shots, "failure.png"), fullPage: true }).catch(() => {});
   process.exitCode = 1;
 } finally {
   if (context) await context.close().catch(() => {});

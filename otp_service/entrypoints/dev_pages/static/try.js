@@ -112,6 +112,7 @@
   async function send(type, key) {
     const now = Date.now();
     const answer = await call(config.generateUrl, { key: key, type: type });
+    tick();
     const same = state && state.key === key && state.type === type;
     if (answer.status === 200) {
       // A resend of a live code keeps its expiry (the service does not reset it); anything else is a new code.
@@ -148,6 +149,7 @@
 
   async function verify(code) {
     const answer = await call(config.verifyUrl, { key: state.key, type: state.type, otp: code });
+    tick(); // timers may have slept while the tab was in the background: show the time left as of now
     if (answer.status === 200) {
       state.done = true;
       save();
