@@ -71,6 +71,19 @@ try {
     ],
   });
   context.setDefaultTimeout(WAIT);
+  // A script error or a Content-Security-Policy refusal on any page fails the walk-through. (The browser also
+  // logs each 4xx answer as "Failed to load resource": a wrong code is meant to get one.)
+  const problems = [];
+  const watch = (page) => {
+    page.on("pageerror", (error) => problems.push(`${page.url()}: ${error.message}`));
+    page.on("console", (message) => {
+      if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) {
+        problems.push(`${message.location().url || page.url()}: ${message.text()}`);
+      }
+    });
+  };
+  context.pages().forEach(watch);
+  context.on("page", watch);
   const page = context.pages()[0] || (await context.newPage());
   current = page;
   const email = `ada.${Date.now().toString(36)}@example.com`;
@@ -154,6 +167,7 @@ try {
   const refused = await waitForText(page, "#error", /no longer works/);
   await shot(page, "07-used-code-refused");
   report("used code refused", { message: refused });
+  if (problems.length) fail(`the pages logged errors:\n${problems.join("\n")}`);
   report("done");
 } catch (error) {
   console.error(`browser test failed: ${error && error.message ? error.message : error}`);
