@@ -66,6 +66,9 @@
     $("key-label").textContent = email ? "Email address" : "Phone number";
     keyInput.type = email ? "email" : "tel";
     keyInput.autocomplete = email ? "email" : "tel";
+    $("key-hint").textContent = email
+      ? "An email address, such as ada@example.com."
+      : "A phone number, such as 9876543210 (without a country code, the service's default one is used).";
   }
 
   async function call(url, body) {
