@@ -1,7 +1,8 @@
 """The try page and the development inbox in a real browser: Debian's chromium, driven by playwright-core.
 
 pytest starts `otp-service serve` (two gunicorn workers, the console channel, a fresh SQLite file) and runs
-tests/browser/try_page.mjs against it: request a code, read it from the inbox page, ask again too soon and see
+tests/browser/try_page.mjs against it: request a code, read it from the inbox page (which was open already and
+refreshed itself), ask again too soon and see
 the resend countdown, enter a wrong code and see the attempts left, the right one and see success, reload and
 see the used code refused. Each step's screenshot is written to tests/browser/screenshots/ (git ignores it).
 

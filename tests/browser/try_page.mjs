@@ -2,7 +2,8 @@
 //
 //   node try_page.mjs BASE_URL SCREENSHOT_DIR [CHROMIUM]
 //
-// Keyboard only, as a person would: request a code, read it from the inbox page, ask again too soon from another
+// Keyboard only, as a person would: request a code, read it from the inbox page (open before the code was sent:
+// it refreshes itself), ask again too soon from another
 // window (the resend countdown comes from Retry-After), enter a wrong code and see the attempts left, enter the
 // right one and see success, reload and see the used code refused. A screenshot of each step goes to
 // SCREENSHOT_DIR. Prints one JSON line per step; exits 1 (with a screenshot of where it stopped) on any failure.
@@ -88,7 +89,16 @@ try {
   current = page;
   const email = `ada.${Date.now().toString(36)}@example.com`;
 
+  // 0. The inbox, open in a tab of its own before anything is sent: it must show the code by itself.
+  const inbox = await context.newPage();
+  current = inbox;
+  await inbox.goto(`${baseUrl}/dev/inbox`);
+  await waitForText(inbox, "#empty", /No message yet/);
+  if ((await inbox.locator("#messages tr").count()) !== 0) fail("a new inbox is not empty");
+
   // 1. The page, and a code requested with the keyboard only.
+  current = page;
+  await page.bringToFront();
   await page.goto(`${baseUrl}/try`);
   const length = Number(await attribute(page, "#code", "maxlength"));
   if (!(length >= 4 && length <= 10)) fail(`the code box has no maxlength of OTP_LENGTH (got ${length})`);
@@ -111,12 +121,13 @@ try {
   await shot(page, "02-code-sent");
   report("requested", { email, length });
 
-  // 2. The code, read off the inbox page (in another tab, as the try page's link opens it).
-  const inbox = await context.newPage();
+  // 2. The code, read off the inbox page, which has refreshed itself (no reload) and announced the message.
   current = inbox;
-  await inbox.goto(`${baseUrl}/dev/inbox`);
+  await inbox.bringToFront();
   const row = inbox.locator("#messages tr").first();
   await row.waitFor();
+  await waitForText(inbox, "#inbox-status", /^1 new message\.$/);
+  if (!(await inbox.locator("#empty").isHidden())) fail("the inbox still says it is empty");
   const text = (await row.locator("td.text").textContent()) || "";
   const found = text.match(new RegExp(`\\b(\\d{${length}})\\b`));
   if (!found) fail(`no ${length}-digit code in the newest inbox message: ${JSON.stringify(text)}`);
