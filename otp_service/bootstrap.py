@@ -11,6 +11,7 @@ from .adapters.crypto import KeyRing, new_key, parse_key
 from .adapters.lockout_cache import LockoutCache
 from .adapters.notifications import Channel
 from .adapters.notifications.factory import build_channels, build_templates
+from .adapters.notifications.inbox import Inbox
 from .adapters.store import Store
 from .adapters.user_directory import UserDirectory, build_directory
 from .config import ConfigError, Settings
@@ -32,6 +33,13 @@ def build_store(settings: Settings) -> Store:
 
 def development_key_file(settings: Settings) -> Path:
     return Path(settings.sqlite_path + ".key")
+
+
+def development_inbox(settings: Settings) -> Inbox | None:
+    """The console channel's inbox (GET /dev/inbox), beside the SQLite file; None unless the pages are on."""
+    if settings.production or not settings.dev_pages:
+        return None
+    return Inbox(settings.sqlite_path + ".inbox")
 
 
 def load_keys(settings: Settings) -> KeyRing:
@@ -75,7 +83,8 @@ def build_service(
     clock: Callable[[], float] = time.time,
 ) -> OtpService:
     templates = build_templates(settings.delivery)
-    channels = channels if channels is not None else build_channels(settings.delivery, templates)
+    if channels is None:
+        channels = build_channels(settings.delivery, templates, inbox=development_inbox(settings))
     return OtpService(
         limits=settings.limits,
         store=store if store is not None else build_store(settings),

@@ -38,6 +38,8 @@ class Settings:
     installation: str = "Sunbird"
     log_level: str = "INFO"
     log_format: str = "auto"  # OTP_LOG_FORMAT: auto (text on a terminal in development, else json), json or text
+    # GET /try and GET /dev/inbox (docs/development.md): development only, and only with a console channel.
+    dev_pages: bool = False
     # Channel, template and user-directory settings: see their adapters. Kept as the parsed objects.
     delivery: DeliverySettings | None = None
     directory: DirectorySettings | None = None
@@ -85,6 +87,11 @@ class Settings:
             for name, chosen in (("OTP_SMS_CHANNEL", delivery.sms_channel), ("OTP_EMAIL_CHANNEL", delivery.email_channel)):
                 if chosen == "console":
                     raise ConfigError(f"{name}=console is for development only; choose a real channel when OTP_ENV=production")
+        dev_pages = env.bool("OTP_DEV_PAGES", mode == "development")
+        if dev_pages and mode == "production":
+            raise ConfigError(
+                "OTP_DEV_PAGES=true is for development only (the inbox shows codes); unset it when OTP_ENV=production"
+            )
         return cls(
             env=mode,
             api_key_hashes=api_keys,
@@ -100,6 +107,7 @@ class Settings:
             installation=env.str("OTP_INSTALLATION_NAME", "Sunbird"),
             log_level=env.choice("OTP_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
             log_format=env.choice("OTP_LOG_FORMAT", "auto", ("auto", "json", "text")),
+            dev_pages=dev_pages,
             delivery=delivery,
             directory=DirectorySettings.from_env(env),
         )

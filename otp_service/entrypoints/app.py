@@ -21,7 +21,7 @@ from ..domain import errors
 from ..domain.contacts import ContactType
 from ..domain.errors import OtpError
 from ..service_layer.services import ContentionError
-from . import api
+from . import api, devtools
 from .envelope import respond_error
 from .jsonio import FastJSONProvider
 from .logs import KNOWN_METHODS, configure_from, development_api_key
@@ -42,7 +42,8 @@ def create_app(
 ) -> Flask:
     settings = settings or Settings.from_env()
     configure_from(settings)
-    app = _OtpFlask("otp_service", static_folder=None)  # no static files: every route answers JSON
+    # No static files: every route answers JSON (but the development pages: devtools.py serves their own).
+    app = _OtpFlask("otp_service", static_folder=None)
     app.json.sort_keys = False  # the envelope reads in its documented order
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
@@ -60,6 +61,7 @@ def create_app(
         channels=tuple(sorted({channel.name for channel in service.channels.values()})), store=service.store.name
     )
     app.register_blueprint(api.bp)
+    devtools.register(app, settings, service.channels)  # GET /try, GET /dev/inbox: development only
     _register_operator_routes(app)
     _register_error_handlers(app)
     _register_request_log(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ...domain.contacts import ContactType
 from . import Channel
 from .console import ConsoleChannel
+from .inbox import Inbox
 from .settings import DeliverySettings
 from .templates import Templates
 
@@ -13,13 +14,16 @@ def build_templates(settings: DeliverySettings) -> Templates:
     return Templates.load(settings.templates_file)
 
 
-def build_channels(settings: DeliverySettings, templates: Templates) -> dict[ContactType, Channel]:
+def build_channels(
+    settings: DeliverySettings, templates: Templates, inbox: Inbox | None = None
+) -> dict[ContactType, Channel]:
+    """`inbox`, in development with the development pages on, also keeps what the console prints."""
     console: Channel | None = None
 
     def dev_console() -> Channel:
         nonlocal console  # one console for both types, so its lines never interleave
         if console is None:
-            console = ConsoleChannel(templates)
+            console = ConsoleChannel(templates, inbox=inbox)
         return console
 
     if settings.sms_channel == "twilio":
