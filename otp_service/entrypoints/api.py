@@ -8,8 +8,10 @@ import hmac
 from flask import Blueprint, Flask, Request, current_app, g, request
 
 from ..domain import errors
+from ..adapters.store import StoreUnavailable
 from ..domain.errors import OtpError
-from ..service_layer.services import OtpService
+from ..service_layer.limits import AbuseLimits
+from ..service_layer.services import ContentionError, OtpService
 from .envelope import request_msgid, respond, respond_error
 from .schemas import load_generate, load_verify
 
@@ -101,9 +103,19 @@ def generate():
     contact = parsed.contact
     state["masked_key"] = contact.masked
     state["contact_type"] = contact.type  # for the delivery and block metrics
-    outcome = app.extensions["otp_service"].generate(
-        contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=state["msgid"]
-    )
+    limits: AbuseLimits = app.extensions["otp_limits"]
+    admission = limits.admit_generate(contact, limits.client(req_environ()))  # before anything of the key
+    try:
+        outcome = app.extensions["otp_service"].generate(
+            contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=state["msgid"]
+        )
+    except OtpError as error:
+        if error.err != "DELIVERY_FAILED":  # nothing was handed to a channel: the budget was not spent
+            limits.release(admission)
+        raise
+    except (StoreUnavailable, ContentionError):
+        limits.release(admission)
+        raise
     state["outcome"] = "resent" if outcome.resend else "sent"
     return respond(result=_SUCCESS)
 
@@ -114,9 +126,15 @@ def verify():
     body, state, app = _begin("api.otp.verify")
     parsed = load_verify(body, app.config["OTP_DEFAULT_REGION"])
     state["masked_key"] = parsed.contact.masked
+    limits: AbuseLimits = app.extensions["otp_limits"]
+    limits.admit_verify(limits.client(req_environ()))  # before anything of the key
     app.extensions["otp_service"].verify(parsed.contact, parsed.otp, user_id=parsed.user_id)
     state["outcome"] = "verified"
     return respond(result=_SUCCESS)
+
+
+def req_environ() -> dict:
+    return request._get_current_object().environ
 
 
 # Both routes answer this result; the envelope only reads it.
