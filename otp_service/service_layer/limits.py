@@ -116,8 +116,7 @@ class AbuseLimits:
         channel = CHANNELS[contact.type]
         budget = []
         for period, seconds, limit in self._budgets[channel]:
-            name = f"{channel}_budget_{period}"
-            budget.append((name, Counter(name, abuse.window_start(now, seconds), seconds, limit)))
+            budget.append(self._counter(f"{channel}_budget_{period}", "", seconds, limit, now))
         taken = self._take(counters + budget, now)
         for (name, _), count in zip(budget, taken[len(counters):]):
             self.observer.budget_used(channel, name.rpartition("_")[2], count)
@@ -141,6 +140,9 @@ class AbuseLimits:
 
     # -- counting -----------------------------------------------------------------------------------------------------
     def _counter(self, limit: str, subject: str, seconds: int, allowed: int, now: float) -> tuple[str, Counter]:
+        """The counter of `limit` for `subject` (a budget has none) in the window of `now`. Its name is the limit's
+        and a keyed hash: the store keeps no address, range or domain, and installations that share a store but not
+        their keys count apart."""
         name = f"{limit}:{self.keys.counter_name(f'{limit}:{subject}')}"
         return limit, Counter(name, abuse.window_start(now, seconds), seconds, allowed)
 
