@@ -75,6 +75,7 @@ class AbuseLimits:
         self.observer = observer or _Nobody()
         self.clock = clock
         self.destinations = settings.sms_destinations
+        self._warned: dict[str, float] = {}  # budget -> the window whose exhaustion this process has logged
         self._budgets = {
             channel: tuple(
                 (period, seconds, getattr(settings, f"{channel}_budget_per_{period}"))
@@ -155,8 +156,13 @@ class AbuseLimits:
         limit, counter = named[taken.refused]
         self.observer.limit_refused(limit)
         if "_budget_" in limit:
-            log.warning("%s exhausted: %d of %d used; no message goes out until the window ends",
-                        limit, taken.counts[taken.refused], counter.limit)
+            channel, _, period = limit.partition("_budget_")
+            self.observer.budget_used(channel, period, taken.counts[taken.refused])
+            if self._warned.get(limit) != counter.start:  # once per window and process, not once per request
+                self._warned[limit] = counter.start
+                log.warning("%s exhausted: %d of %d used; no message goes out until the window ends in %d s",
+                            limit, taken.counts[taken.refused], counter.limit,
+                            abuse.retry_after(now, counter.start, counter.seconds))
         else:
             log.info("abuse limit %s reached", limit)
         error = errors.rate_limit_exceeded(abuse.unit_of(counter.seconds))
