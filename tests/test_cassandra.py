@@ -48,13 +48,14 @@ def test_split_statements_ignores_comments_and_quoted_semicolons():
 
 def test_cql_files_are_numbered_idempotent_and_partitioned_by_type_and_key():
     files = load_files(default_cql_dir(), "otp")
-    assert [f.name for f in files] == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql"]
+    assert [f.name for f in files] == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_abuse_counter.cql"]
     for f in files:
         for statement in f.statements:
             if statement.upper().startswith("CREATE"):
                 assert "IF NOT EXISTS" in statement.upper()
     assert "PRIMARY KEY ((type, key))" in files[1].statements[-1]
     assert "PRIMARY KEY ((type, key))" in files[2].statements[-1]
+    assert "PRIMARY KEY ((name, start))" in files[3].statements[-1]  # one counter and window a partition
     keyspace_file = (default_cql_dir() / "001_keyspace.cql").read_text()
     assert "SimpleStrategy" in keyspace_file and "NetworkTopologyStrategy" in keyspace_file
 
@@ -62,12 +63,12 @@ def test_cql_files_are_numbered_idempotent_and_partitioned_by_type_and_key():
 def test_migrate_applies_each_file_once_and_records_it(session, cassandra_target, scratch_keyspace):
     said = []
     applied = migrate_cluster(cassandra_target.settings, scratch_keyspace, default_cql_dir(), say=said.append)
-    assert applied == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql"]
+    assert applied == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_abuse_counter.cql"]
     recorded = dict(session.execute(f"SELECT filename, checksum FROM {scratch_keyspace}.schema_migrations"))
     assert recorded == {f.name: f.checksum for f in load_files(default_cql_dir(), scratch_keyspace)}
     tables = {r[0] for r in session.execute(
         "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (scratch_keyspace,))}
-    assert {"otp", "blocked_key", "schema_migrations"} <= tables
+    assert {"otp", "blocked_key", "abuse_counter", "schema_migrations"} <= tables
     again = []
     assert migrate_cluster(cassandra_target.settings, scratch_keyspace, default_cql_dir(), say=again.append) == []
     assert all(line.startswith("skip") for line in again)
@@ -162,9 +163,9 @@ def test_the_migrate_command_applies_then_skips(cassandra_target, scratch_keyspa
         monkeypatch.setenv(name, value)
     assert main(["migrate", "--keyspace", scratch_keyspace]) == 0
     first = capsys.readouterr().out
-    assert first.count("apply ") == 3
+    assert first.count("apply ") == 4  # 001 .. 004
     assert main(["migrate", "--keyspace", scratch_keyspace]) == 0
-    assert capsys.readouterr().out.count("skip ") == 3
+    assert capsys.readouterr().out.count("skip ") == 4
 
 
 def test_the_migrate_command_without_a_cluster_names_the_variable(monkeypatch, capsys):
