@@ -306,6 +306,16 @@ def test_a_generate_the_per_key_rules_refuse_spends_no_budget(make_app, channel)
     assert total(scrape(client.http), "otp_budget_used", channel="email", period="day") == 2
 
 
+def test_a_failed_delivery_keeps_its_budget_spent(make_app, channel):
+    from otp_service.adapters.notifications import DeliveryError
+
+    client = Client(make_app(OTP_EMAIL_BUDGET_PER_MINUTE="1"))
+    channel.failure = DeliveryError("recording", "down", provider_code=1)
+    assert err(client.generate(unique_email())) == "DELIVERY_FAILED"  # the provider may have billed it
+    channel.failure = None
+    assert_rate_limited(client.generate(unique_email()), "minute")
+
+
 def test_checks_refused_early_spend_nothing_of_the_later_ones(make_app, channel):
     app = make_app(OTP_IP_SEND_LIMIT="1", OTP_PREFIX_SEND_LIMIT="2", OTP_SMS_BUDGET_PER_DAY="2")
     client, second, third = Client(app), Client(app, "198.51.100.30"), Client(app, "198.51.100.31")

@@ -8,10 +8,9 @@ import hmac
 from flask import Blueprint, Flask, Request, current_app, g, request
 
 from ..domain import errors
-from ..adapters.store import StoreUnavailable
 from ..domain.errors import OtpError
 from ..service_layer.limits import AbuseLimits
-from ..service_layer.services import ContentionError, OtpService
+from ..service_layer.services import OtpService
 from .envelope import request_msgid, respond, respond_error
 from .schemas import load_generate, load_verify
 
@@ -104,18 +103,11 @@ def generate():
     state["masked_key"] = contact.masked
     state["contact_type"] = contact.type  # for the delivery and block metrics
     limits: AbuseLimits = app.extensions["otp_limits"]
-    admission = limits.admit_generate(contact, limits.client(req_environ()))  # before anything of the key
-    try:
+    admission = limits.admit_generate(contact, limits.client(request.environ))  # before anything of the key
+    with limits.spending(admission):  # a generate that sends nothing gives its budget back
         outcome = app.extensions["otp_service"].generate(
             contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=state["msgid"]
         )
-    except OtpError as error:
-        if error.err != "DELIVERY_FAILED":  # nothing was handed to a channel: the budget was not spent
-            limits.release(admission)
-        raise
-    except (StoreUnavailable, ContentionError):
-        limits.release(admission)
-        raise
     state["outcome"] = "resent" if outcome.resend else "sent"
     return respond(result=_SUCCESS)
 
@@ -127,14 +119,10 @@ def verify():
     parsed = load_verify(body, app.config["OTP_DEFAULT_REGION"])
     state["masked_key"] = parsed.contact.masked
     limits: AbuseLimits = app.extensions["otp_limits"]
-    limits.admit_verify(limits.client(req_environ()))  # before anything of the key
+    limits.admit_verify(limits.client(request.environ))  # before anything of the key
     app.extensions["otp_service"].verify(parsed.contact, parsed.otp, user_id=parsed.user_id)
     state["outcome"] = "verified"
     return respond(result=_SUCCESS)
-
-
-def req_environ() -> dict:
-    return request._get_current_object().environ
 
 
 # Both routes answer this result; the envelope only reads it.

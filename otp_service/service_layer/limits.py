@@ -12,15 +12,17 @@ unit; it depends only on the client, the range or the channel, never on whether 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 from ..adapters.crypto import KeyRing
 from ..adapters.store import Counter, Store, StoreUnavailable
 from ..config import AbuseSettings
 from ..domain import abuse, errors
 from ..domain.contacts import Contact, ContactType
+from .services import ContentionError
 
 log = logging.getLogger("otp_service.limits")
 
@@ -122,6 +124,20 @@ class AbuseLimits:
         for (name, _), count in zip(budget, taken[len(counters):]):
             self.observer.budget_used(channel, name.rpartition("_")[2], count)
         return Admission(tuple(counter for _, counter in budget)) if budget else _NOTHING
+
+    @contextlib.contextmanager
+    def spending(self, admission: Admission) -> Iterator[None]:
+        """Around the per-key rules and the delivery: when they refuse (an OtpError other than DELIVERY_FAILED, whose
+        message the provider may have billed) or the store fails, nothing was sent and the budget is given back."""
+        try:
+            yield
+        except errors.OtpError as error:
+            if error.err != "DELIVERY_FAILED":
+                self.release(admission)
+            raise
+        except (StoreUnavailable, ContentionError):
+            self.release(admission)
+            raise
 
     def release(self, admission: Admission) -> None:
         """A generate that was admitted sent nothing: give back what it took from the budget (best effort)."""
