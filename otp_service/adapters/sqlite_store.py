@@ -266,7 +266,9 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"sqlite: {exc}") from None
 
     def _begin(self) -> sqlite3.Connection:
-        """BEGIN IMMEDIATE, waiting (as every statement does) while another connection writes."""
+        """BEGIN IMMEDIATE, waiting (as every statement does) while another connection writes. A transaction an
+        interrupted take left open on this thread's connection is rolled back first."""
+        _rollback(self._conn())
         self._run("BEGIN IMMEDIATE")
         return self._conn()
 
