@@ -4,6 +4,7 @@ A bad value stops start-up with a ConfigError that names the variable; nothing i
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -12,6 +13,7 @@ from .adapters.cassandra_settings import CassandraSettings
 from .adapters.crypto import parse_key
 from .adapters.notifications.settings import DeliverySettings
 from .adapters.user_directory import DirectorySettings
+from .domain import abuse
 from .domain.contacts import region_for_country_code
 from .domain.policy import Limits
 from .envreader import ConfigError, EnvReader
@@ -20,6 +22,107 @@ __all__ = ["CassandraSettings", "ConfigError", "EnvReader", "Settings"]
 
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+# Mail providers whose domain is shared by millions of unrelated mailboxes: a per-domain limit would only count
+# everyone's sign-ups together there, so they are exempt by default (OTP_EMAIL_DOMAIN_EXEMPT replaces the list).
+DEFAULT_EXEMPT_MAIL_DOMAINS = (
+    "gmail.com", "outlook.com", "hotmail.com", "live.com", "msn.com", "yahoo.com", "yahoo.co.in", "ymail.com",
+    "icloud.com", "me.com", "aol.com", "proton.me", "protonmail.com", "rediffmail.com", "zoho.com", "gmx.com",
+    "mail.ru", "yandex.ru", "qq.com", "163.com",
+)
+
+
+@dataclass(frozen=True)
+class AbuseSettings:
+    """The abuse limits (docs/api.md, "Abuse limits"). A limit of 0 is off."""
+
+    trusted_proxies: tuple = ()
+    ip_send_limit: int = 100
+    ip_send_window: int = 3600
+    ip_verify_limit: int = 300
+    ip_verify_window: int = 3600
+    prefix_send_limit: int = 20
+    prefix_send_window: int = 3600
+    prefix_digits: int = 7
+    email_domain_send_limit: int = 300
+    email_domain_send_window: int = 3600
+    email_domain_exempt: frozenset = frozenset(DEFAULT_EXEMPT_MAIL_DOMAINS)
+    sms_allowed_countries: frozenset = frozenset({"IN"})
+    sms_denied_prefixes: tuple = ()
+    sms_denied_number_types: tuple = abuse.DEFAULT_DENIED_NUMBER_TYPES
+    sms_budget_per_minute: int = 0
+    sms_budget_per_day: int = 0
+    email_budget_per_minute: int = 0
+    email_budget_per_day: int = 0
+
+    @property
+    def sms_destinations(self) -> abuse.SmsDestinations:
+        return abuse.SmsDestinations(
+            self.sms_allowed_countries,
+            self.sms_denied_prefixes,
+            frozenset(abuse.NUMBER_TYPES[name] for name in self.sms_denied_number_types),
+        )
+
+    @classmethod
+    def from_env(cls, env: EnvReader, default_region: str) -> "AbuseSettings":
+        try:
+            proxies = abuse.parse_networks(env.list("OTP_TRUSTED_PROXIES"))
+        except ValueError as exc:
+            raise ConfigError(f"OTP_TRUSTED_PROXIES must be comma-separated CIDRs or addresses ({exc})") from None
+        countries = tuple(c.upper() for c in env.list("OTP_SMS_ALLOWED_COUNTRIES")) or (default_region,)
+        for country in countries:
+            if country != abuse.ANY_COUNTRY and country != "001" and not _known_region(country):
+                raise ConfigError(
+                    f"OTP_SMS_ALLOWED_COUNTRIES must be ISO 3166 region codes (IN, US, ...), 001 or *, got {country!r}"
+                )
+        try:
+            prefixes = tuple(abuse.parse_prefix(item) for item in env.list("OTP_SMS_DENIED_PREFIXES"))
+        except ValueError as exc:
+            raise ConfigError(f"OTP_SMS_DENIED_PREFIXES must be E.164 prefixes like +252, got {exc}") from None
+        types = tuple(t.lower() for t in env.list("OTP_SMS_DENIED_NUMBER_TYPES"))
+        if types == ("none",):
+            types = ()
+        elif not types:
+            types = abuse.DEFAULT_DENIED_NUMBER_TYPES
+        for name in types:
+            if name not in abuse.NUMBER_TYPES:
+                raise ConfigError(
+                    f"OTP_SMS_DENIED_NUMBER_TYPES must be none or some of {', '.join(abuse.NUMBER_TYPES)}, got {name!r}"
+                )
+        exempt = env.raw("OTP_EMAIL_DOMAIN_EXEMPT")
+        exempt_domains = DEFAULT_EXEMPT_MAIL_DOMAINS if exempt is None else (
+            () if exempt.lower() == "none" else env.list("OTP_EMAIL_DOMAIN_EXEMPT")
+        )
+        count = functools.partial(env.int, minimum=0, maximum=100_000_000)
+        window = functools.partial(env.int, minimum=1, maximum=30 * 86400)
+        return cls(
+            trusted_proxies=proxies,
+            ip_send_limit=count("OTP_IP_SEND_LIMIT", 100),
+            ip_send_window=window("OTP_IP_SEND_WINDOW_SECONDS", 3600),
+            ip_verify_limit=count("OTP_IP_VERIFY_LIMIT", 300),
+            ip_verify_window=window("OTP_IP_VERIFY_WINDOW_SECONDS", 3600),
+            prefix_send_limit=count("OTP_PREFIX_SEND_LIMIT", 20),
+            prefix_send_window=window("OTP_PREFIX_SEND_WINDOW_SECONDS", 3600),
+            prefix_digits=env.int("OTP_PREFIX_DIGITS", 7, 1, 15),
+            email_domain_send_limit=count("OTP_EMAIL_DOMAIN_SEND_LIMIT", 300),
+            email_domain_send_window=window("OTP_EMAIL_DOMAIN_SEND_WINDOW_SECONDS", 3600),
+            email_domain_exempt=frozenset(abuse.canonical_email("x@" + d.lower()).partition("@")[2]
+                                          for d in exempt_domains),
+            sms_allowed_countries=frozenset(countries),
+            sms_denied_prefixes=prefixes,
+            sms_denied_number_types=types,
+            sms_budget_per_minute=count("OTP_SMS_BUDGET_PER_MINUTE", 0),
+            sms_budget_per_day=count("OTP_SMS_BUDGET_PER_DAY", 0),
+            email_budget_per_minute=count("OTP_EMAIL_BUDGET_PER_MINUTE", 0),
+            email_budget_per_day=count("OTP_EMAIL_BUDGET_PER_DAY", 0),
+        )
+
+
+def _known_region(code: str) -> bool:
+    import phonenumbers
+
+    return code in phonenumbers.SUPPORTED_REGIONS
 
 
 @dataclass(frozen=True)
@@ -35,6 +138,7 @@ class Settings:
     store: str = "sqlite"
     sqlite_path: str = "./otp-service.db"
     cassandra: CassandraSettings = field(default_factory=CassandraSettings)
+    abuse: AbuseSettings = field(default_factory=AbuseSettings)
     installation: str = "Sunbird"
     log_level: str = "INFO"
     log_format: str = "auto"  # OTP_LOG_FORMAT: auto (text on a terminal in development, else json), json or text
@@ -104,6 +208,7 @@ class Settings:
             store=store,
             sqlite_path=env.str("OTP_SQLITE_PATH", "./otp-service.db"),
             cassandra=cassandra,
+            abuse=AbuseSettings.from_env(env, region),
             installation=env.str("OTP_INSTALLATION_NAME", "Sunbird"),
             log_level=env.choice("OTP_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
             log_format=env.choice("OTP_LOG_FORMAT", "auto", ("auto", "json", "text")),

@@ -66,8 +66,20 @@ def unique_phone() -> str:
     return "98" + f"{uuid.uuid4().int % 10**8:08d}"
 
 
+# Every test client is one address (127.0.0.1) sending to numbers in many countries: the abuse limits, whose own
+# tests (test_abuse_limits.py) turn them on, are off for the rest of the suite.
+ABUSE_LIMITS_OFF = {
+    "OTP_IP_SEND_LIMIT": "0",
+    "OTP_IP_VERIFY_LIMIT": "0",
+    "OTP_PREFIX_SEND_LIMIT": "0",
+    "OTP_EMAIL_DOMAIN_SEND_LIMIT": "0",
+    "OTP_SMS_ALLOWED_COUNTRIES": "*",
+    "OTP_SMS_DENIED_NUMBER_TYPES": "none",
+}
+
+
 def settings_for(env: dict[str, str]) -> Settings:
-    base = {"OTP_API_KEYS": API_KEY_HASH, "OTP_LOG_LEVEL": "debug"}
+    base = {"OTP_API_KEYS": API_KEY_HASH, "OTP_LOG_LEVEL": "debug", **ABUSE_LIMITS_OFF}
     base.update(env)
     return Settings.from_env(base)
 

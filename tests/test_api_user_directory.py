@@ -18,6 +18,7 @@ from otp_service.domain.contacts import ContactType
 from otp_service.entrypoints.app import create_app
 
 from .standins.user_service import UserServiceStandIn
+from .support import ABUSE_LIMITS_OFF
 
 API_KEY = "user-directory-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -77,6 +78,7 @@ def make_client(tmp_path, outbox):
             "OTP_USER_SERVICE_TOKEN": TOKEN,
             "OTP_USER_SERVICE_TIMEOUT_SECONDS": ANSWER_TIMEOUT,
             "OTP_USER_SERVICE_CACHE_TTL_SECONDS": "0",
+            **ABUSE_LIMITS_OFF,  # one client address, numbers of several countries
             **env,
         }
         if directory_url is not None:

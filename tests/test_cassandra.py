@@ -48,13 +48,15 @@ def test_split_statements_ignores_comments_and_quoted_semicolons():
 
 def test_cql_files_are_numbered_idempotent_and_partitioned_by_type_and_key():
     files = load_files(default_cql_dir(), "otp")
-    assert [f.name for f in files] == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_otp_blocked_until.cql"]
+    assert [f.name for f in files] == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_otp_blocked_until.cql",
+        "005_abuse_counter.cql"]
     for f in files:
         for statement in f.statements:
             if statement.upper().startswith("CREATE"):
                 assert "IF NOT EXISTS" in statement.upper()
     assert "PRIMARY KEY ((type, key))" in files[1].statements[-1]
     assert "PRIMARY KEY ((type, key))" in files[2].statements[-1]
+    assert "PRIMARY KEY ((name, start))" in files[4].statements[-1]  # one counter and window a partition
     keyspace_file = (default_cql_dir() / "001_keyspace.cql").read_text()
     assert "SimpleStrategy" in keyspace_file and "NetworkTopologyStrategy" in keyspace_file
 
@@ -62,12 +64,13 @@ def test_cql_files_are_numbered_idempotent_and_partitioned_by_type_and_key():
 def test_migrate_applies_each_file_once_and_records_it(session, cassandra_target, scratch_keyspace):
     said = []
     applied = migrate_cluster(cassandra_target.settings, scratch_keyspace, default_cql_dir(), say=said.append)
-    assert applied == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_otp_blocked_until.cql"]
+    assert applied == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_otp_blocked_until.cql",
+        "005_abuse_counter.cql"]
     recorded = dict(session.execute(f"SELECT filename, checksum FROM {scratch_keyspace}.schema_migrations"))
     assert recorded == {f.name: f.checksum for f in load_files(default_cql_dir(), scratch_keyspace)}
     tables = {r[0] for r in session.execute(
         "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (scratch_keyspace,))}
-    assert {"otp", "blocked_key", "schema_migrations"} <= tables
+    assert {"otp", "blocked_key", "abuse_counter", "schema_migrations"} <= tables
     again = []
     assert migrate_cluster(cassandra_target.settings, scratch_keyspace, default_cql_dir(), say=again.append) == []
     assert all(line.startswith("skip") for line in again)
@@ -88,12 +91,12 @@ def test_migrate_applies_a_new_file_and_dry_run_applies_nothing(session, cassand
     folder = tmp_path / "cql"
     shutil.copytree(default_cql_dir(), folder)
     migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, say=lambda _: None)
-    (folder / "005_extra.cql").write_text("USE otp;\nCREATE TABLE IF NOT EXISTS extra (id text PRIMARY KEY);\n")
+    (folder / "006_extra.cql").write_text("USE otp;\nCREATE TABLE IF NOT EXISTS extra (id text PRIMARY KEY);\n")
     said = []
     assert migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, dry_run=True, say=said.append) == []
-    assert any("would apply 005_extra.cql" in line for line in said)
+    assert any("would apply 006_extra.cql" in line for line in said)
     assert migrate_cluster(cassandra_target.settings, scratch_keyspace, folder, say=lambda _: None) == [
-        "005_extra.cql"]
+        "006_extra.cql"]
 
 
 def test_the_store_uses_local_quorum_and_local_serial(cassandra_target):
@@ -162,9 +165,9 @@ def test_the_migrate_command_applies_then_skips(cassandra_target, scratch_keyspa
         monkeypatch.setenv(name, value)
     assert main(["migrate", "--keyspace", scratch_keyspace]) == 0
     first = capsys.readouterr().out
-    assert first.count("apply ") == 4
+    assert first.count("apply ") == 5  # 001 .. 005
     assert main(["migrate", "--keyspace", scratch_keyspace]) == 0
-    assert capsys.readouterr().out.count("skip ") == 4
+    assert capsys.readouterr().out.count("skip ") == 5
 
 
 def test_the_migrate_command_without_a_cluster_names_the_variable(monkeypatch, capsys):

@@ -126,6 +126,7 @@ class DownStore(Store):
         raise StoreUnavailable("down: connection refused")
 
     get_otp = insert_otp = update_otp = delete_otp = block_key = get_block = ping = _down
+    take_counts = release_counts = _down
 
 
 def test_store_errors_are_counted(make_app):

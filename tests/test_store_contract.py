@@ -4,11 +4,12 @@ Runs once per store kind. Expiry is real time here (Cassandra's TTL cannot be fa
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
 
-from otp_service.adapters.store import BlockedRow, OtpRow
+from otp_service.adapters.store import BlockedRow, Counter, OtpRow, Taken
 
 
 def row(expires_in: float = 60.0, **fields) -> OtpRow:
@@ -209,3 +210,117 @@ def test_compare_and_set_counts_every_increment_exactly_once(make_store):
 
 def test_ping_answers(store):
     store.ping()
+
+
+# -- the abuse limits' counters (take_counts, release_counts) ---------------------------------------------------------
+def counter(limit: int = 5, seconds: int = 3600, name: str | None = None) -> Counter:
+    start = math.floor(time.time() / seconds) * seconds
+    return Counter(name or f"test:{uuid.uuid4().hex}", start, seconds, limit)
+
+
+def peek(store, found: Counter) -> int:
+    """A counter's count, read without counting (a limit of 0 only reads)."""
+    taken = store.take_counts([found._replace(limit=0)])
+    assert taken.refused == 0
+    return taken.counts[0]
+
+
+def test_a_counter_starts_at_zero_and_each_take_adds_one(store):
+    fresh = counter()
+    assert peek(store, fresh) == 0
+    assert store.take_counts([fresh]) == Taken(None, (1,))
+    assert store.take_counts([fresh]) == Taken(None, (2,))
+    assert peek(store, fresh) == 2
+    assert store.take_counts([]) == Taken(None, ())
+
+
+def test_a_take_stops_at_the_limit_and_counts_nothing_past_it(store):
+    capped = counter(limit=2)
+    assert store.take_counts([capped]).refused is None
+    assert store.take_counts([capped]).counts == (2,)
+    for _ in range(3):
+        assert store.take_counts([capped]) == Taken(0, (2,))
+    assert peek(store, capped) == 2
+
+
+def test_several_counters_are_taken_together_or_not_at_all(store):
+    a, b, full = counter(limit=5), counter(limit=5), counter(limit=1)
+    assert store.take_counts([a, b]) == Taken(None, (1, 1))
+    assert store.take_counts([full]).refused is None
+    refused = store.take_counts([a, full, b])
+    assert refused.refused == 1 and refused.counts[1] == 1
+    assert (peek(store, a), peek(store, b), peek(store, full)) == (1, 1, 1)  # a and b were left (or given back)
+    assert store.take_counts([a, b]) == Taken(None, (2, 2))
+
+
+def test_counters_of_one_name_in_another_window_are_separate(store):
+    this = counter(seconds=60)
+    later = this._replace(start=this.start + 60)
+    store.take_counts([this])
+    store.take_counts([this])
+    assert store.take_counts([later]) == Taken(None, (1,))
+    assert peek(store, this) == 2
+
+
+def test_a_counter_is_gone_when_its_window_ends(store):
+    start = time.time()
+    brief = Counter(f"test:{uuid.uuid4().hex}", start, 1, 5)  # ends within a second (Cassandra: TTL 1 s)
+    assert store.take_counts([brief]).counts == (1,)
+    time.sleep(2.2)
+    assert peek(store, brief) == 0
+    assert store.take_counts([brief]).counts == (1,)  # an expired counter starts again
+
+
+def test_release_gives_back_one_and_never_goes_below_zero(store):
+    given, never = counter(), counter()
+    for _ in range(3):
+        store.take_counts([given])
+    store.release_counts([given])
+    assert peek(store, given) == 2
+    store.release_counts([never])
+    store.release_counts([never])
+    assert peek(store, never) == 0
+    assert store.take_counts([never]).counts == (1,)
+    store.release_counts([])
+
+
+def test_parallel_takes_from_two_stores_never_pass_the_limit(make_store):
+    stores = [make_store() for _ in range(2)]
+    shared, limit = counter(limit=7), 7
+    results = []
+    barrier = threading.Barrier(20)
+
+    def take(i):
+        barrier.wait()
+        results.append(stores[i % 2].take_counts([shared]))
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    admitted = [r for r in results if r.refused is None]
+    assert len(admitted) == limit
+    assert sorted(r.counts[0] for r in admitted) == list(range(1, limit + 1))  # every count handed out once
+    assert peek(stores[0], shared) == peek(stores[1], shared) == limit
+
+
+def test_parallel_takes_and_releases_keep_the_count_exact(make_store):
+    stores = [make_store() for _ in range(2)]
+    shared = counter(limit=1000)
+    barrier = threading.Barrier(12)
+
+    def work(i):
+        store = stores[i % 2]
+        barrier.wait()
+        for _ in range(3):
+            store.take_counts([shared])
+        if i % 3 == 0:
+            store.release_counts([shared])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peek(stores[0], shared) == 12 * 3 - 4

@@ -17,6 +17,7 @@ import ssl
 import threading
 import time
 from datetime import datetime, timezone
+from typing import Sequence
 
 from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
 from cassandra.auth import PlainTextAuthProvider
@@ -26,7 +27,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
 
 from .cassandra_settings import CassandraSettings
-from .store import BlockedRow, OtpRow, Store, StoreUnavailable, ttl_seconds
+from .store import BlockedRow, Counter, OtpRow, Store, StoreUnavailable, Taken, ttl_seconds
 
 log = logging.getLogger("otp_service.store.cassandra")
 
@@ -51,6 +52,18 @@ _STATEMENTS = {
     "WHERE type = ? AND key = ?",
     "ping": "SELECT release_version FROM system.local",
 }
+
+# The abuse limits' counters (cql/005_abuse_counter.cql): compare-and-set rows, not counter columns (which take no
+# TTL and no condition).
+_COUNTER_STATEMENTS = {
+    "insert_count": "INSERT INTO abuse_counter (name, start, count) VALUES (?, ?, 1) IF NOT EXISTS USING TTL ?",
+    "set_count": "UPDATE abuse_counter USING TTL ? SET count = ? WHERE name = ? AND start = ? IF count = ?",
+}
+_STATEMENTS.update(_COUNTER_STATEMENTS)
+# A counter's value as this process last saw it: the next compare-and-set's guess. Right, a take costs one round
+# trip; wrong (another process counted since), the answer carries the current value and one more round trip fixes it.
+_COUNTER_HINTS_MAX = 50_000
+_COUNTER_ROUNDS = 50  # lost compare-and-sets in a row on one counter before the request is answered 503
 
 
 def build_cluster(settings: CassandraSettings) -> Cluster:
@@ -102,6 +115,7 @@ class CassandraStore(Store):
         self._session = None
         self._prepared: dict = {}
         self._next_attempt = 0.0
+        self._counter_hints: dict[tuple[str, float], int] = {}
 
     # -- connection, per process ----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -191,6 +205,121 @@ class CassandraStore(Store):
         if found is None or found[4] is None:
             return None
         return BlockedRow(found[0], found[1], _seconds(found[2]), _seconds(found[3]), _seconds(found[4]))
+
+    # -- abuse counters -------------------------------------------------------------------------------------------
+    def take_counts(self, counters: Sequence[Counter]) -> Taken:
+        """Every counter's compare-and-set is sent at once (execute_async), so a take costs one round trip when this
+        process's guesses are right. Cassandra cannot make writes to several partitions one transaction: each counter
+        is taken only below its limit, and when one refuses, those taken are given back before the answer."""
+        if not counters:
+            return Taken(None, ())
+        session = self._ready()
+        known = [self._counter_hints.get((c.name, c.start)) for c in counters]
+        counts, taken, refused = [0] * len(counters), [False] * len(counters), None
+        pending = list(range(len(counters)))
+        for _ in range(_COUNTER_ROUNDS):
+            sent = [(i, *self._send_take(session, counters[i], known[i])) for i in pending]
+            pending = []
+            for i, future, guess in sent:
+                applied, current = self._cas_outcome(future, "take_counts")
+                counter = counters[i]
+                if applied and guess is not None and guess >= counter.limit:  # a full count written again: refused
+                    counts[i] = known[i] = guess
+                    refused = i if refused is None else min(refused, i)
+                elif applied:
+                    counts[i] = known[i] = (guess or 0) + 1
+                    taken[i] = True
+                elif (current if current is not None else 0) >= counter.limit:
+                    # At its limit; with no row, only a counter whose limit is 0 (only read) gets here.
+                    counts[i], known[i] = current or 0, current
+                    refused = i if refused is None else min(refused, i)
+                else:
+                    known[i] = current  # lost the compare-and-set (or the row is gone): try again from what is there
+                    pending.append(i)
+            if refused is not None or not pending:
+                break
+        self._remember(counters, known)
+        if refused is None and pending:
+            self.release_counts([c for c, t in zip(counters, taken) if t])
+            raise StoreUnavailable("cassandra: take_counts: too many concurrent writers")
+        if refused is not None:
+            self.release_counts([c for c, t in zip(counters, taken) if t])
+        return Taken(refused, tuple(counts))
+
+    def release_counts(self, counters: Sequence[Counter]) -> None:
+        if not counters:
+            return
+        session = self._ready()
+        known = [self._counter_hints.get((c.name, c.start)) for c in counters]
+        pending = list(range(len(counters)))
+        for _ in range(_COUNTER_ROUNDS):
+            sent = []
+            for i in pending:
+                guess = known[i]
+                if guess is None:  # nothing seen yet: learn the value from a compare-and-set that cannot apply
+                    guess = known[i] = -1
+                if guess == 0:
+                    continue
+                counter = counters[i]
+                values = (self._counter_ttl(counter), guess - 1, counter.name, _ms(counter.start), guess)
+                sent.append((i, session.execute_async(self._prepared["set_count"], values)))
+            pending = []
+            for i, future in sent:
+                applied, current = self._cas_outcome(future, "release_counts")
+                if applied:
+                    known[i] -= 1
+                elif current is not None and current > 0:
+                    known[i] = current
+                    pending.append(i)
+                else:
+                    known[i] = None if current is None else 0
+            if not pending:
+                break
+        self._remember(counters, known)
+
+    def _send_take(self, session, counter: Counter, guess: int | None) -> tuple[object, int | None]:
+        """The compare-and-set that takes one from `counter` if its count is `guess` (None: if it has no row), and
+        the guess it was sent with."""
+        ttl = self._counter_ttl(counter)
+        if guess is None and counter.limit <= 0:
+            guess = -1  # only read: a compare-and-set that cannot apply answers the current count
+        if guess is None:
+            insert = self._prepared["insert_count"]
+            return session.execute_async(insert, (counter.name, _ms(counter.start), ttl)), None
+        new = guess if guess >= counter.limit else guess + 1
+        values = (ttl, new, counter.name, _ms(counter.start), guess)
+        return session.execute_async(self._prepared["set_count"], values), guess
+
+    @staticmethod
+    def _counter_ttl(counter: Counter) -> int:
+        return ttl_seconds(counter.ends, time.time(), round_up=True)
+
+    @staticmethod
+    def _cas_outcome(future, name: str) -> tuple[bool, int | None]:
+        """([applied], the current count when not applied: None when there is no row)."""
+        try:
+            result = future.result()
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"cassandra: {name}: {type(exc).__name__}") from None
+        found = result.one()
+        if found is None:
+            return False, None
+        applied = bool(found[0])
+        if applied:
+            return True, None
+        names = list(result.column_names or ())
+        current = found[names.index("count")] if "count" in names else None
+        return False, current
+
+    def _remember(self, counters: Sequence[Counter], known: list[int | None]) -> None:
+        hints = self._counter_hints
+        if len(hints) > _COUNTER_HINTS_MAX:
+            hints.clear()
+        for counter, value in zip(counters, known):
+            if value is None or value < 0:
+                hints.pop((counter.name, counter.start), None)
+            else:
+                hints[(counter.name, counter.start)] = value
 
     def ping(self) -> None:
         self._run("ping", ())

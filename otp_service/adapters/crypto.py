@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 
@@ -60,6 +61,7 @@ class _Key:
     key_id: str
     siv: AESSIV
     gcm: AESGCM
+    counter: bytes = b""  # HMAC key of the abuse counters' names
 
 
 class KeyRing:
@@ -74,7 +76,17 @@ class KeyRing:
     def _load(secret: str) -> _Key:
         raw = parse_key(secret)
         key_id = hashlib.sha256(_derive(raw, b"key-id", 32)).hexdigest()[:8]
-        return _Key(key_id, AESSIV(_derive(raw, b"key-column", 64)), AESGCM(_derive(raw, b"otp-column", 32)))
+        return _Key(
+            key_id, AESSIV(_derive(raw, b"key-column", 64)), AESGCM(_derive(raw, b"otp-column", 32)),
+            _derive(raw, b"counter-name", 32),
+        )
+
+    # -- the abuse counters' names --------------------------------------------------------------------------------
+    def counter_name(self, subject: str) -> str:
+        """A keyed hash (HMAC-SHA256, newest key) of what a limit counts, e.g. a client address or a number range:
+        the store keeps no address, prefix or domain in plain text. After a key rotation counting starts afresh."""
+        digest = hmac.new(self._keys[0].counter, subject.encode(), hashlib.sha256).digest()
+        return _b64(digest[:18])
 
     # -- the key column -------------------------------------------------------------------------------------------
     def lookup_tokens(self, contact_type: str, key: str) -> list[str]:

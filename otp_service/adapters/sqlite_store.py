@@ -13,9 +13,9 @@ import random
 import sqlite3
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
-from .store import BlockedRow, OtpRow, Store, StoreUnavailable
+from .store import BlockedRow, Counter, OtpRow, Store, StoreUnavailable, Taken
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS otp (
@@ -49,6 +49,27 @@ CREATE TABLE IF NOT EXISTS blocked_key (
 DROP INDEX IF EXISTS otp_expires_at;
 CREATE INDEX IF NOT EXISTS blocked_key_until ON blocked_key (blocked_until);
 """
+
+# The abuse limits' fixed-window counters: one row per counter and window, gone (purged) when its window ends.
+_COUNTER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS abuse_counter (
+    name TEXT NOT NULL,
+    start REAL NOT NULL,
+    count INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (name, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS abuse_counter_expires_at ON abuse_counter (expires_at);
+"""
+# A row past its window (not purged yet) counts as absent, as on Cassandra once its TTL has run out.
+_SELECT_COUNT = "SELECT count FROM abuse_counter WHERE name = ? AND start = ? AND expires_at > ?"
+_ADD_COUNT = (
+    "INSERT INTO abuse_counter (name, start, count, expires_at) VALUES (?, ?, 1, ?) ON CONFLICT (name, start) "
+    "DO UPDATE SET count = CASE WHEN expires_at <= ? THEN 1 ELSE count + 1 END, expires_at = excluded.expires_at"
+)
+_RELEASE_COUNT = (
+    "UPDATE abuse_counter SET count = count - 1 WHERE name = ? AND start = ? AND count > 0 AND expires_at > ?"
+)
 
 _OTP_COLUMNS = (
     "type, key, otp, created_on, updated_on, expires_on, retry_count, is_locked, locked_on, "
@@ -110,6 +131,7 @@ class SqliteStore(Store):
         self.clock = clock
         self._local = threading.local()
         self._next_purge = 0.0
+        self._next_counter_purge = 0.0
         self._purged_to = ("", "")  # (type, key) where the purge's walk over the otp table stands
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -128,7 +150,7 @@ class SqliteStore(Store):
             conn.execute("PRAGMA synchronous=NORMAL")
             with self._schema_lock:
                 if not self._schema_ready:
-                    conn.executescript(_SCHEMA)
+                    conn.executescript(_SCHEMA + _COUNTER_SCHEMA)
                     _add_missing_columns(conn)
                     self._schema_ready = True
             # From here on, waits for another writer are ours (_wait_and_retry), not SQLite's busy handler, which
@@ -211,6 +233,55 @@ class SqliteStore(Store):
         found = self._run(_SELECT_BLOCK, (type_, key, self.clock())).fetchone()
         return None if found is None else BlockedRow(*found)
 
+    # -- abuse counters -------------------------------------------------------------------------------------------
+    def take_counts(self, counters: Sequence[Counter]) -> Taken:
+        """One write transaction (BEGIN IMMEDIATE holds the database's write lock from its start, so the reads and
+        the increments are one atomic step across threads and processes): read every counter, and add one to each
+        only when none is at its limit."""
+        if not counters:
+            return Taken(None, ())
+        self._maybe_purge_counters()
+        now = self.clock()
+        conn = self._begin()
+        try:
+            counts = []
+            for counter in counters:
+                found = conn.execute(_SELECT_COUNT, (counter.name, counter.start, now)).fetchone()
+                counts.append(0 if found is None else found[0])
+            refused = next((i for i, c in enumerate(counters) if counts[i] >= c.limit), None)
+            if refused is None:
+                conn.executemany(_ADD_COUNT, [(c.name, c.start, c.ends, now) for c in counters])
+                counts = [n + 1 for n in counts]
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise StoreUnavailable(f"sqlite: {exc}") from None
+        return Taken(refused, tuple(counts))
+
+    def release_counts(self, counters: Sequence[Counter]) -> None:
+        if not counters:
+            return
+        conn = self._begin()
+        try:
+            conn.executemany(_RELEASE_COUNT, [(c.name, c.start, self.clock()) for c in counters])
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise StoreUnavailable(f"sqlite: {exc}") from None
+
+    def _begin(self) -> sqlite3.Connection:
+        """BEGIN IMMEDIATE, waiting (as every statement does) while another connection writes. A transaction an
+        interrupted take left open on this thread's connection is rolled back first."""
+        _rollback(self._conn())
+        self._run("BEGIN IMMEDIATE")
+        return self._conn()
+
+    def _maybe_purge_counters(self) -> None:
+        now = self.clock()
+        if now >= self._next_counter_purge:
+            self._next_counter_purge = now + _PURGE_EVERY_SECONDS
+            self._run("DELETE FROM abuse_counter WHERE expires_at <= ?", (now,))
+
     def ping(self) -> None:
         self._run("SELECT 1").fetchone()
 
@@ -249,6 +320,14 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):
                 raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 
 class StoreUnavailable(Exception):
@@ -43,6 +43,28 @@ class BlockedRow(NamedTuple):
     created_on: float
     blocked_on: float
     blocked_until: float  # also the row's expiry
+
+
+class Counter(NamedTuple):
+    """One fixed-window counter of the abuse limits: `name` is opaque (the caller hashes what it counts), the window
+    `[start, start + seconds)` is part of the counter's identity, and the store forgets the counter when it ends."""
+
+    name: str
+    start: float
+    seconds: int
+    limit: int  # a take is refused once the count has reached it
+
+    @property
+    def ends(self) -> float:
+        return self.start + self.seconds
+
+
+class Taken(NamedTuple):
+    """What take_counts did: `refused` is the index of the first counter that was at its limit (None: all were
+    taken); `counts` are the counters' values after the take (or, when refused, as the store saw them)."""
+
+    refused: int | None
+    counts: tuple[int, ...]
 
 
 class Store(abc.ABC):
@@ -80,6 +102,21 @@ class Store(abc.ABC):
         snapshot, overrides this. (The block that counts is the row's own, `OtpRow.blocked_until`; the table's is
         read too, for blocks recorded without one.)"""
         return self.get_otp(type_, key), self.get_block(type_, key)
+
+    # -- the abuse limits' counters (service_layer/limits.py) ------------------------------------------------------
+    @abc.abstractmethod
+    def take_counts(self, counters: Sequence[Counter]) -> Taken:
+        """Add one to every counter, in one round trip, if every one is below its limit; otherwise add to none.
+
+        Atomic per counter across threads, workers and instances: N concurrent takes of a counter with limit L
+        succeed min(N, L) times. Across counters, a refused take leaves every counter as it was (a store that cannot
+        refuse them all at once gives back what it took before it returns). Counters live until their window ends.
+        A counter whose limit is 0 is only read: the take is refused, with its current count.
+        """
+
+    @abc.abstractmethod
+    def release_counts(self, counters: Sequence[Counter]) -> None:
+        """Take back one from each counter (never below 0): for a request that took them and then sent nothing."""
 
     @abc.abstractmethod
     def ping(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from . import errors
+from . import abuse, errors
 
 # Keep libphonenumber's compiled metadata patterns (phonenumbers >= 9.0.43): otherwise each of the dozen patterns a
 # parse and a validity check use goes through re.compile's cache lookup on every call, about a tenth of their cost.
@@ -79,12 +79,17 @@ class Contact:
     # How the caller named it: `email` or `phone` (the default), or the user-record field it was read from
     # (`recoveryEmail`...). The key, and so the stored row, is the same either way.
     identifier: IdentifierType | None = field(default=None, compare=False, repr=False)
+    # The form the store's lookup token and every limit count the key under: one mailbox, however it is spelt
+    # (abuse.canonical_email); a phone's E.164 is already one. Messages still go to `key`, as given.
+    canonical: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "masked", mask(self.type, self.key))
         object.__setattr__(self, "type_name", self.type.value)
         if self.identifier is None:
             object.__setattr__(self, "identifier", _OF_CONTACT_TYPE[self.type])
+        canonical = abuse.canonical_email(self.key) if self.type is ContactType.EMAIL else self.key
+        object.__setattr__(self, "canonical", canonical)
 
     def __repr__(self) -> str:  # never let a plain key reach a log through repr()
         return f"Contact({self.type.value}, {self.masked})"
@@ -108,6 +113,8 @@ def normalise_email(raw: object) -> str:
         checked = validate_email(raw.strip(), check_deliverability=False)
     except EmailNotValidError:
         raise errors.invalid_email() from None
+    if abuse.mixes_scripts(checked.normalized):
+        raise errors.invalid_email()
     return checked.normalized.lower()
 
 

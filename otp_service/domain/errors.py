@@ -104,6 +104,10 @@ def invalid_request(message: str, status: int = 400) -> OtpError:
     return OtpError("INVALID_REQUEST", message, status=status)
 
 
+def destination_not_allowed() -> OtpError:
+    return OtpError("DESTINATION_NOT_ALLOWED", "SMS to this destination is not supported.")
+
+
 def delivery_failed() -> OtpError:
     return OtpError("DELIVERY_FAILED", "The OTP could not be delivered. Please try again.")
 

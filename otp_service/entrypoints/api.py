@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..domain import errors
 from ..domain.errors import OtpError
+from ..service_layer.limits import AbuseLimits
 from ..service_layer.services import OtpService
 from .envelope import request_msgid, respond, respond_error
 from .schemas import load_generate, load_verify
@@ -136,9 +137,12 @@ def generate():
     )
     state["masked_key"] = contact.masked
     state["contact_type"] = contact.type  # for the delivery and block metrics
-    outcome = app.extensions["otp_service"].generate(
-        contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=state["msgid"]
-    )
+    limits: AbuseLimits = app.extensions["otp_limits"]
+    admission = limits.admit_generate(contact, limits.client(request.environ))  # before anything of the key
+    with limits.spending(admission):  # a generate that sends nothing gives its budget back
+        outcome = app.extensions["otp_service"].generate(
+            contact, user_id=parsed.user_id, template_id=parsed.template_id, msgid=state["msgid"]
+        )
     state["outcome"] = "resent" if outcome.resend else "sent"
     return respond(result=_SUCCESS)
 
@@ -149,6 +153,8 @@ def generate():
 def verify():
     body, state, app = _begin("api.otp.verify")
     parsed = load_verify(body, app.config["OTP_DEFAULT_REGION"])
+    limits: AbuseLimits = app.extensions["otp_limits"]
+    limits.admit_verify(limits.client(request.environ))  # before anything of the key
     contact = parsed.contact or app.extensions["otp_service"].destination(
         parsed.identifier, parsed.contact, parsed.user_id
     )

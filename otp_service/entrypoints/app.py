@@ -20,6 +20,7 @@ from ..config import Settings
 from ..domain import errors
 from ..domain.contacts import ContactType
 from ..domain.errors import OtpError
+from ..service_layer.limits import LIMIT_NAMES, AbuseLimits
 from ..service_layer.services import ContentionError
 from . import api, devtools
 from .envelope import respond_error
@@ -57,9 +58,21 @@ def create_app(
     app.extensions["otp_service"] = service
     for contact_type, channel in service.channels.items():
         log.info("channel for %s: %s", contact_type.value, channel.describe())
-    app.extensions["otp_metrics"] = Metrics(
-        channels=tuple(sorted({channel.name for channel in service.channels.values()})), store=service.store.name
+    abuse = settings.abuse
+    budgets = {
+        (channel, period): getattr(abuse, f"{channel}_budget_per_{period}")
+        for channel in ("sms", "email")
+        for period in ("minute", "day")
+        if getattr(abuse, f"{channel}_budget_per_{period}")
+    }
+    metrics = Metrics(
+        channels=tuple(sorted({channel.name for channel in service.channels.values()})), store=service.store.name,
+        limits=LIMIT_NAMES, budgets=budgets,
     )
+    app.extensions["otp_metrics"] = metrics
+    app.extensions["otp_limits"] = AbuseLimits(abuse, service.store, service.keys, observer=metrics, clock=clock)
+    if not abuse.trusted_proxies and (abuse.ip_send_limit or abuse.ip_verify_limit):
+        log.info("per-address limits count the socket peer; behind a gateway, name it in OTP_TRUSTED_PROXIES")
     app.register_blueprint(api.bp)
     devtools.register(app, settings, service.channels)  # GET /try, GET /dev/inbox: development only
     _register_operator_routes(app)

@@ -11,7 +11,9 @@ Labels are bounded and never carry a key, a code or a path a caller made up: rou
 """
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values,
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -25,7 +27,14 @@ def multiprocess_mode() -> bool:
 
 
 class Metrics:
-    def __init__(self, *, channels: tuple[str, ...] = (), store: str = "store"):
+    def __init__(
+        self,
+        *,
+        channels: tuple[str, ...] = (),
+        store: str = "store",
+        limits: tuple[str, ...] = (),
+        budgets: dict[tuple[str, str], int] | None = None,
+    ):
         self.multiprocess = multiprocess_mode()
         self.store = store
         self._request_children: dict[tuple, tuple] = {}
@@ -51,6 +60,26 @@ class Metrics:
             "otp_store_errors", "Requests the store failed: unavailable (503) or too much contention on a key (503).",
             ["store", "kind"], **into,
         )
+        self.refusals = Counter(
+            "otp_abuse_refusals", "Requests refused by an abuse limit, by limit (ip_send, prefix_send, sms_budget_day, "
+            "destination, ...): 429 ERROR_RATE_LIMIT_EXCEEDED, or DESTINATION_NOT_ALLOWED for destination.",
+            ["limit"], **into,
+        )
+        # The budget's use: the count of the current window as the last send of any worker saw it ("mostrecent"
+        # across gunicorn workers), and the budget itself; use / budget is what an alert watches.
+        self.budget_use = Gauge(
+            "otp_budget_used", "Messages counted against the channel's budget in the current window (every instance).",
+            ["channel", "period"], multiprocess_mode="mostrecent", **into,
+        )
+        self.budget_limit = Gauge(
+            "otp_budget_limit", "The channel's budget per period (OTP_SMS_BUDGET_PER_MINUTE, ...).",
+            ["channel", "period"], multiprocess_mode="mostrecent", **into,
+        )
+        for limit in limits:
+            self.refusals.labels(limit)
+        for (channel, period), budget in (budgets or {}).items():
+            self.budget_limit.labels(channel, period).set(budget)
+            self.budget_use.labels(channel, period)
         # Series that alerts divide by exist from the start, at 0; their children are kept, as in observe_request.
         self._delivery_children = {
             (channel, accepted): self.deliveries.labels(channel, result)
@@ -80,6 +109,12 @@ class Metrics:
 
     def blocked(self, type_: str) -> None:
         self.blocks.labels(type_).inc()
+
+    def limit_refused(self, limit: str) -> None:
+        self.refusals.labels(limit).inc()
+
+    def budget_used(self, channel: str, period: str, used: int) -> None:
+        self.budget_use.labels(channel, period).set(used)
 
     def store_error(self, kind: str) -> None:
         self.store_errors.labels(self.store, kind).inc()

@@ -39,7 +39,7 @@ _COMMON = {
 }
 GENERATE_ERRORS = {
     400: ["MANDATORY_PARAMETER_MISSING", "INVALID_VALUE", "INVALID_EMAIL", "INVALID_PHONE", "KEY_ALREADY_IN_USE",
-          "KEY_BLOCKED", "MAX_LIMIT_EXHAUSTED", "INVALID_REQUEST"],
+          "KEY_BLOCKED", "MAX_LIMIT_EXHAUSTED", "DESTINATION_NOT_ALLOWED", "INVALID_REQUEST"],
     404: ["RESOURCE_NOT_FOUND"],
     429: ["ERROR_RATE_LIMIT_EXCEEDED"],
     502: ["DELIVERY_FAILED"],
@@ -49,6 +49,7 @@ VERIFY_ERRORS = {
     400: ["MANDATORY_PARAMETER_MISSING", "INVALID_VALUE", "INVALID_EMAIL", "INVALID_PHONE", "KEY_ALREADY_IN_USE",
           "ERROR_INVALID_OTP", "OTP_VERIFICATION_FAILED", "INVALID_REQUEST"],
     404: ["RESOURCE_NOT_FOUND"],
+    429: ["ERROR_RATE_LIMIT_EXCEEDED"],
     **_COMMON,
 }
 HEALTH_ERRORS = {405: ["INVALID_REQUEST"], 500: ["SERVER_ERROR"], 503: ["SERVER_ERROR"]}
@@ -79,7 +80,9 @@ _DESCRIPTIONS = {
     405: "Wrong method for this route.",
     413: "Body larger than 16 KiB.",
     415: "Body is not JSON (`Content-Type: application/json`).",
-    429: "A send sooner than the cool-down after the last one (`Retry-After` says how many seconds to wait); on "
+    429: "A send sooner than the cool-down after the last one, or over an abuse limit (per client address, number "
+    "range, mail domain or channel budget: docs/api.md, \"Abuse limits\"); `Retry-After` says how many seconds to "
+    "wait. The answer is the same for every key. On "
     "/v2 also a full send window or a blocked key (userorg's rate limit).",
     500: "Unexpected failure (never with a trace).",
     502: "The delivery channel did not accept the message. The send still counts.",

@@ -69,7 +69,7 @@ class OtpService:
     ) -> Outcome:
         self.templates.check(template_id)
         self._check_owner(contact, user_id)
-        tokens = self.keys.lookup_tokens(contact.type_name, contact.key)
+        tokens = self.keys.lookup_tokens(contact.type_name, contact.canonical)
         self._refuse_if_cached_block(contact, tokens)
         for round_ in range(MAX_CAS_ROUNDS):
             # A block is a state of the key's row (policy.OtpState.blocked_until), seen by every compare-and-set on
@@ -151,7 +151,7 @@ class OtpService:
     def verify(self, contact: Contact, offered: str, *, user_id: str | None = None) -> None:
         """Returns when the code was right (and is now consumed); raises the contract's error otherwise."""
         self._check_owner(contact, user_id)
-        tokens = self.keys.lookup_tokens(contact.type_name, contact.key)
+        tokens = self.keys.lookup_tokens(contact.type_name, contact.canonical)
         for round_ in range(MAX_CAS_ROUNDS):
             row = self._load(contact.type_name, tokens)
             current = self._decode(row)
