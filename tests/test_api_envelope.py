@@ -205,24 +205,6 @@ def test_health_is_503_when_the_store_does_not(app, api):
     assert body["result"]["healthy"] is False and body["result"]["checks"][0]["healthy"] is False
 
 
-def test_the_app_keeps_ensure_sync_answers_and_still_refuses_async_views_without_asgiref(api):
-    app = api.client.application
-
-    def plain():
-        return None
-
-    async def coroutine():
-        return None
-
-    assert app.ensure_sync(plain) is plain and app.ensure_sync(plain) is plain
-    try:
-        wrapped = app.ensure_sync(coroutine)
-    except RuntimeError as exc:  # Flask's own answer when flask[async] (asgiref) is not installed
-        assert "async" in str(exc).lower()
-    else:
-        assert wrapped is not coroutine and callable(wrapped)
-
-
 def test_requests_get_a_read_only_session_and_no_cookie(api):
     """No sessions: every request sees the same empty NullSession, which refuses writes; no answer sets a cookie."""
     from flask import session

@@ -2,7 +2,6 @@
 one JSON log line and one set of metrics per request."""
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -96,18 +95,11 @@ class _NoSessions(SessionInterface):
 
 
 class _OtpFlask(Flask):
-    """Flask, with JSON through orjson (`FastJSONProvider`), no sessions (`_NoSessions`), keeping `ensure_sync`'s
-    answer for each function (Flask's docs invite overriding all three).
-
-    Flask asks `ensure_sync` for the view and for each after-request hook on every request, and each time inspects
-    the function (`inspect.iscoroutinefunction`: five Python calls); the answer never changes for a function."""
+    """Flask, with JSON through orjson (`FastJSONProvider`) and no sessions (`_NoSessions`), both through the
+    extension points Flask documents for them."""
 
     json_provider_class = FastJSONProvider
     session_interface = _NoSessions()
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ensure_sync = functools.lru_cache(maxsize=256)(super().ensure_sync)  # type: ignore[method-assign]
 
     def log_exception(self, exc_info) -> None:
         """Flask's line for an exception no handler answered names the request's path and method, which are the
@@ -218,7 +210,7 @@ def _register_request_log(app: Flask) -> None:
 
     @app.after_request
     def log_request(response):
-        state = vars(g._get_current_object())  # g's attributes, read without a call to g.get() for each
+        state = g
         req = request._get_current_object()
         seconds = time.perf_counter() - req.started
         rule = req.url_rule

@@ -72,7 +72,7 @@ def _now_timestamp() -> str:
 
 def request_msgid(body: Any = None, req: Request | None = None) -> str:
     """X-Request-ID, else the body's params.msgid, else a new UUID. Only plain tokens are echoed back."""
-    for candidate in ((req or request).environ.get("HTTP_X_REQUEST_ID"), _body_msgid(body)):
+    for candidate in ((req or request).headers.get("X-Request-ID"), _body_msgid(body)):
         if isinstance(candidate, str) and _SAFE_REQUEST_ID.fullmatch(candidate):
             return candidate
     return str(uuid.uuid4())
@@ -95,14 +95,13 @@ def api_id() -> str:
 
 
 def respond(status: int = 200, result: dict | None = None, error: OtpError | None = None) -> Response:
-    state = vars(g._get_current_object())  # one context lookup, then plain dict access to g's attributes
-    msgid = state["msgid"] if "msgid" in state else current_msgid()
+    msgid = g.msgid if "msgid" in g else current_msgid()
     err = error.err if error else ""
-    state["status"] = status
-    state["err"] = error.contract_err if error else ""  # logs and metrics count the contract's code on v1 and v2
+    g.status = status
+    g.err = error.contract_err if error else ""  # logs and metrics count the contract's code on v1 and v2
     body = {
-        "id": state.get("api_id", "api.otp"),
-        "ver": state.get("api_ver", "v1"),
+        "id": g.get("api_id", "api.otp"),
+        "ver": g.get("api_ver", "v1"),
         "ts": _now_timestamp(),
         "params": {
             "resmsgid": str(uuid.uuid4()),
@@ -125,7 +124,7 @@ def respond(status: int = 200, result: dict | None = None, error: OtpError | Non
 
 def respond_error(error: OtpError) -> Response:
     status = error.status or STATUS_OF.get(error.err, 500)
-    if vars(g._get_current_object()).get("api_ver") == "v2":
+    if g.get("api_ver") == "v2":
         error, status = userorg_error(error, status)
     return respond(status, error=error)
 
@@ -146,7 +145,7 @@ class UserorgError(OtpError):
 def userorg_error(error: OtpError, status: int) -> tuple[OtpError, int]:
     """The /v2 answer of a contract error (domain/sunbird_codes.py): userorg's code, and its status where the two
     differ (a blocked key or a full send window is userorg's rate limit, 429)."""
-    operation = sunbird_codes.OPERATION_OF_API.get(vars(g._get_current_object()).get("api_id", ""))
+    operation = sunbird_codes.OPERATION_OF_API.get(g.get("api_id", ""))
     if operation is None:  # not an OTP operation (cannot happen on /v2 today): the contract's code stays
         return error, status
     code, v2_status = sunbird_codes.v2_code(error.err, operation, error.userorg_key)
