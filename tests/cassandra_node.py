@@ -231,7 +231,7 @@ auto_snapshot: false
 
     def wait_until_ready(self, timeout: float = START_TIMEOUT) -> str:
         """Block until CQL answers `SELECT release_version FROM system.local`; the release it names."""
-        from cassandra.cluster import Cluster, NoHostAvailable
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
         from cassandra.policies import WhiteListRoundRobinPolicy
 
         deadline = time.monotonic() + timeout
@@ -242,9 +242,9 @@ auto_snapshot: false
             if not is_running(pid=self.pid(), fallback=True):
                 raise CassandraError(f"Cassandra at {self.contact} is not running{self._log_hint()}")
             if _port_open(self.address, self.native_port):
-                cluster = Cluster([self.address], port=self.native_port, connect_timeout=5,
-                                  load_balancing_policy=WhiteListRoundRobinPolicy([self.address]),
-                                  protocol_version=5)
+                only_this_node = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([self.address]))
+                cluster = Cluster([self.address], port=self.native_port, connect_timeout=5, protocol_version=5,
+                                  execution_profiles={EXEC_PROFILE_DEFAULT: only_this_node})
                 try:
                     row = cluster.connect().execute("SELECT release_version FROM system.local").one()
                     self.release_version = row[0]

@@ -117,6 +117,59 @@ def test_the_store_uses_local_quorum_and_local_serial(cassandra_target):
         store.close()
 
 
+def test_statements_are_routed_by_token_and_only_reads_and_the_block_are_retried(cassandra_target):
+    from cassandra.policies import TokenAwarePolicy
+
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+        assert isinstance(store._cluster.profile_manager.default.load_balancing_policy, TokenAwarePolicy)
+        for name in ("get_otp", "insert_otp", "update_otp", "delete_otp", "block_key", "get_block"):
+            prepared = store._prepared[name]
+            assert prepared.keyspace == cassandra_target.keyspace, name
+            # The driver knows where (type, key) sits among the values: each request goes to a replica of its key.
+            indexes = prepared.routing_key_indexes or []
+            assert [prepared.column_metadata[i].name for i in indexes] == ["type", "key"], name
+            values = [None] * len(prepared.column_metadata)
+            for i in indexes:
+                values[i] = "x"
+            assert prepared.bind(values).routing_key is not None, name
+        idempotent = {name for name, prepared in store._prepared.items() if prepared.is_idempotent}
+        assert idempotent == {"get_otp", "get_block", "block_key", "ping"}  # never a lightweight transaction
+    finally:
+        store.close()
+
+
+def test_a_generate_reads_its_row_and_block_in_one_round_trip_when_the_row_exists(cassandra_target):
+    from otp_service.adapters.store import BlockedRow
+
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+        written = row()
+        assert store.insert_otp(written)
+        calls = []
+        for name in ("_send", "get_otp", "_answer", "get_block"):
+            method = getattr(store, name)
+            setattr(store, name, lambda *args, _name=name, _method=method: calls.append(_name) or _method(*args))
+        found, block = store.get_otp_and_block("email", written.key)
+        assert found is not None and block is None
+        # The block's read is sent, the row is read, and only then is the block's answer awaited: both were out at
+        # once, whichever answered first.
+        assert calls == ["_send", "get_otp", "_answer"]
+        # Neither seen: the block may have been read before a block-then-delete landed, so it is read again.
+        calls.clear()
+        assert store.get_otp_and_block("email", f"tok-{uuid.uuid4().hex}") == (None, None)
+        assert calls == ["_send", "get_otp", "_answer", "get_block"]
+        blocked = f"tok-{uuid.uuid4().hex}"
+        store.block_key(BlockedRow("email", blocked, time.time(), time.time(), time.time() + 60))
+        calls.clear()
+        assert store.get_otp_and_block("email", blocked)[1] is not None
+        assert calls == ["_send", "get_otp", "_answer"]
+    finally:
+        store.close()
+
+
 def test_a_forked_child_opens_its_own_session(cassandra_target):
     store = cassandra_target.new_store()
     written = row()
