@@ -23,6 +23,11 @@ The codes of prepared keys come from the console channel's lines on the service'
 carries X-Request-ID k<key>, which the console prints beside the code), never from a test-only path. Every answer
 is checked (status, and err for the wrong-code verify); a run with unexpected answers or socket errors is flagged.
 
+With Cassandra (OTP_CASSANDRA_CONTACT_POINTS set; `scripts/cassandra start` runs a node), each round also measures
+the Cassandra ceiling, scripts/bench_cassandra.py: one lightweight transaction per request from the cassandra-driver
+alone, as many in flight as wrk has connections, from this machine, and a second table gives each scenario's rate
+as a share of it.
+
 Printed: requests per second, p50 and p99 latency (wrk's, per request, in ms) for each, and the service's share of
 the ceiling's requests per second; then, per scenario, each server's CPU per request split into user and system
 (kernel) time, and the whole machine's busy time per request during each run (so CPU spent outside the server, by
@@ -61,6 +66,7 @@ SCENARIOS = {
 }
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 25.0
+GOAL_CASSANDRA_RATIO = 0.35  # of the driver-only ceiling (scripts/bench_cassandra.py), with Cassandra as the store
 POOL_SIZE = 1000  # keys each for resend and wrong: enough for ~90 000 wrong-code verifies at 100 attempts a key
 CONSOLE_LINE = re.compile(r"msgid=k(\d+) .* is (\d+)\.")
 
@@ -329,6 +335,38 @@ def table(results: list[Result], opts, store: str) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def cassandra_ceiling(env: dict, opts):
+    """The driver-only LWT ceiling of the cluster the service uses (scripts/bench_cassandra.py)."""
+    sys.path.insert(0, str(SCRIPTS))
+    import bench_cassandra
+
+    from otp_service.config import CassandraSettings, EnvReader
+
+    settings = CassandraSettings.from_env(EnvReader(env))
+    run = bench_cassandra.measure(settings, settings.keyspace, in_flight=opts.connections, duration=opts.duration,
+                                  warmup=opts.warmup)
+    if run.errors or run.not_applied:
+        raise SystemExit(f"bench: the Cassandra ceiling run failed: {run}")
+    return run
+
+
+def cassandra_table(results: list[Result], lwt, opts) -> str:
+    head = (
+        f"against the Cassandra ceiling: Apache Cassandra {lwt.release_version}, the driver alone, one lightweight "
+        f"transaction per request, {lwt.in_flight} in flight: {lwt.rps:.0f} LWT/s, p50 {lwt.p50_ms:.1f} ms, "
+        f"p99 {lwt.p99_ms:.1f} ms" + (f" (median of {opts.rounds} rounds)" if opts.rounds > 1 else "") + "\n\n"
+        "| scenario | service req/s | p99 ms | Cassandra LWT/s | p99 ms | ratio | goal |\n"
+        "|---|---:|---:|---:|---:|---:|---|\n"
+    )
+    rows = []
+    for r in results:
+        ratio = r.service.rps / lwt.rps if lwt.rps else 0.0
+        goal = "met" if ratio >= GOAL_CASSANDRA_RATIO else f"missed (ratio < {GOAL_CASSANDRA_RATIO})"
+        rows.append(f"| {r.label} | {r.service.rps:.0f} | {r.service.p99_ms:.1f} | {lwt.rps:.0f} | "
+                    f"{lwt.p99_ms:.1f} | {ratio:.2f} | {goal} |")
+    return head + "\n".join(rows) + "\n"
+
+
 # -- main --------------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -442,8 +480,14 @@ def main(argv: list[str] | None = None) -> int:
 
         service_rps: dict[str, float] = {}
         rounds: dict[str, list[Result]] = {scenario: [] for scenario in scenarios}
+        lwt_ceilings: list = []  # with Cassandra: the driver-only ceiling, once per round
         for round_, scenario in [(n, s) for n in range(opts.rounds) for s in scenarios]:
             label = SCENARIOS[scenario][0]
+            if cassandra and scenario == scenarios[0]:
+                time.sleep(opts.pause)
+                lwt_ceilings.append(cassandra_ceiling(env, opts))
+                say(f"bench: cassandra ceiling: {lwt_ceilings[-1].rps:.0f} LWT/s "
+                    f"p99 {lwt_ceilings[-1].p99_ms:.1f} ms")
             if scenario == "new":
                 arg_c, arg_s = runs.take(), runs.take()
             else:
@@ -480,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     print(table(results, opts, store))
+    lwt = sorted(lwt_ceilings, key=lambda run: run.rps)[(len(lwt_ceilings) - 1) // 2] if lwt_ceilings else None
+    if lwt is not None:
+        print(cassandra_table(results, lwt, opts))
     # Where the CPU went: the server's split into user and kernel time, and the whole machine's busy time (which
     # also counts wrk and any kernel work done outside the server's processes).
     for r in results:
@@ -507,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             "store": store, "options": vars(opts), "machine": info,
             "load_before": load_before, "load_after": load_after, "service_worker_rss_kib": rss,
             "results": [{**asdict(r), "goal_met": r.goal_met} for r in results],
+            "cassandra_ceiling": [asdict(run) for run in lwt_ceilings],
             "rounds": {scenario: [{**asdict(r), "goal_met": r.goal_met} for r in rounds[scenario]]
                        for scenario in scenarios},
         }, indent=2))

@@ -45,6 +45,7 @@ class CeilingRun:
     errors: int
     not_applied: int
     release_version: str
+    first_error: str = ""
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
@@ -90,13 +91,14 @@ def measure(settings: CassandraSettings, keyspace: str, *, in_flight: int, durat
             if state["measuring"]:
                 with lock:
                     latencies.append(elapsed)
-                    if not rows.one()[0]:  # [applied]: a new key always is
+                    if not rows[0][0]:  # [applied]: a new key always is
                         state["not_applied"] += 1
             next_or_finish()
 
         def failed(exc, started: float) -> None:
             with lock:
                 state["errors"] += 1
+                state.setdefault("first_error", repr(exc))
             next_or_finish()
 
         state["stop_at"] = time.perf_counter() + warmup + duration
@@ -113,7 +115,7 @@ def measure(settings: CassandraSettings, keyspace: str, *, in_flight: int, durat
             in_flight=in_flight, requests=len(ordered), seconds=seconds, rps=len(ordered) / seconds if seconds else 0,
             p50_ms=_percentile(ordered, 0.50) * 1000, p99_ms=_percentile(ordered, 0.99) * 1000,
             max_ms=(ordered[-1] * 1000 if ordered else 0.0), errors=state["errors"],
-            not_applied=state["not_applied"], release_version=release,
+            not_applied=state["not_applied"], release_version=release, first_error=state.get("first_error", ""),
         )
     finally:
         cluster.shutdown()
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Apache Cassandra {run.release_version} at {','.join(settings.contact_points)}:{settings.port}, "
           f"keyspace {settings.keyspace}: {run.in_flight} in flight, {run.requests} LWTs in {run.seconds:.1f} s: "
           f"{run.rps:.0f}/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, max {run.max_ms:.1f} ms, "
-          f"errors {run.errors}, not applied {run.not_applied}")
+          f"errors {run.errors}, not applied {run.not_applied}" + (f"; first error: {run.first_error}" if run.errors else ""))
     return 1 if run.errors or run.not_applied else 0
 
 
