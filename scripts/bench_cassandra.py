@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Apache Cassandra {run.release_version} at {','.join(settings.contact_points)}:{settings.port}, "
           f"keyspace {settings.keyspace}: {run.in_flight} in flight, {run.requests} LWTs in {run.seconds:.1f} s: "
           f"{run.rps:.0f}/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, max {run.max_ms:.1f} ms, "
-          f"errors {run.errors}, not applied {run.not_applied}" + (f"; first error: {run.first_error}" if run.errors else ""))
+          f"errors {run.errors}, not applied {run.not_applied}"
+          + (f"; first error: {run.first_error}" if run.errors else ""))
     return 1 if run.errors or run.not_applied else 0
 
 

@@ -74,7 +74,8 @@ def java_command() -> str:
     home = os.environ.get("JAVA_HOME")
     java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if not java or not os.path.exists(java):
-        raise CassandraError("Java is not installed: Cassandra 5.0 needs Java 17 (apt-get install openjdk-17-jre-headless)")
+        raise CassandraError("Java is not installed: Cassandra 5.0 needs Java 17 "
+                             "(apt-get install openjdk-17-jre-headless)")
     return java
 
 
@@ -270,21 +271,31 @@ auto_snapshot: false
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (Cassandra drains and exits), then SIGKILL after `timeout`; forgets the PID."""
+        self.terminate()
+        self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
         pid = self.pid()
-        if pid is None or not is_running(pid):
-            self.pid_file.unlink(missing_ok=True)
+        if pid is not None and is_running(pid):
+            os.kill(pid, signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 30.0) -> None:
+        pid = self.pid()
+        if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while is_running(pid) and time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                break
+        while self._alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if is_running(pid) and (self.process is None or self.process.poll() is None):
+        if self._alive(pid):
             os.kill(pid, signal.SIGKILL)
         if self.process is not None:
             self.process.wait(timeout=10)
         self.pid_file.unlink(missing_ok=True)
+
+    def _alive(self, pid: int) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return is_running(pid)
 
     def _log_hint(self) -> str:
         tail = ""
@@ -339,10 +350,16 @@ class Cluster:
         return self.nodes[0].release_version
 
     def stop(self) -> None:
+        """SIGTERM to every node at once, then wait for each (SIGKILL for one that lingers)."""
         errors = []
-        for node in reversed(self.nodes):
+        for node in self.nodes:
             try:
-                node.stop()
+                node.terminate()
+            except OSError as exc:
+                errors.append(f"{node.contact}: {exc}")
+        for node in self.nodes:
+            try:
+                node.wait_stopped()
             except Exception as exc:  # stop every node even if one refuses
                 errors.append(f"{node.contact}: {exc}")
         if errors:
@@ -441,10 +458,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"OTP_CASSANDRA_PORT={args.port}")
         elif args.action == "stop":
             nodes = nodes_in(args.dir)
-            for node in reversed(nodes):
-                if is_running(node.pid()):
-                    node.stop()
-                    say(f"stopped {node.contact}")
+            running = [node for node in nodes if is_running(node.pid())]
+            Cluster(running).stop()
+            for node in running:
+                say(f"stopped {node.contact}")
             if not nodes:
                 say(f"no nodes in {args.dir}")
         else:
