@@ -219,12 +219,14 @@ auto_snapshot: false
         ]
 
     # -- life cycle -----------------------------------------------------------------------------------------------
-    def launch(self, classpath: list[str]) -> None:
+    def launch(self, classpath: list[str], *, die_with_parent: bool = False) -> None:
+        """Start the JVM in a session of its own. die_with_parent: the kernel sends it SIGTERM when the thread
+        that started it ends, however it ends (a test run killed with SIGKILL leaves no Cassandra behind)."""
         self.write_config()
         out = open(self.folder / "logs" / "stdout.log", "ab")
         self.process = subprocess.Popen(
             self.command(classpath), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.folder, start_new_session=True,
+            cwd=self.folder, start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None,
         )
         out.close()
         self.pid_file.write_text(str(self.process.pid))
@@ -309,6 +311,16 @@ auto_snapshot: false
         return f"; its log: {self.log}{tail}"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: PR_SET_PDEATHSIG(SIGTERM) (Linux; elsewhere nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def is_running(pid: int | None, fallback: bool = False) -> bool:
     if pid is None:
         return fallback
@@ -368,16 +380,16 @@ class Cluster:
 
 def start_node(folder: Path, *, address: str = "127.0.0.1", native_port: int | None = None,
                storage_port: int | None = None, heap: str = "1G", say=print,
-               timeout: float = START_TIMEOUT) -> Node:
+               timeout: float = START_TIMEOUT, die_with_parent: bool = True) -> Node:
     """One fresh node in `folder` (emptied first); free ports unless given. Stopped again if it fails to start."""
     return start_cluster(1, folder, native_port=native_port or free_port(address),
                          storage_port=storage_port or free_port(address), heap=heap, first_address=address,
-                         say=say, timeout=timeout).nodes[0]
+                         say=say, timeout=timeout, die_with_parent=die_with_parent).nodes[0]
 
 
 def start_cluster(n: int, folder: Path, *, native_port: int = 9042, storage_port: int = 7000,
                   heap: str | None = None, first_address: str = "127.0.0.1", say=print,
-                  timeout: float = START_TIMEOUT) -> Cluster:
+                  timeout: float = START_TIMEOUT, die_with_parent: bool = True) -> Cluster:
     """n fresh nodes on consecutive loopback addresses (127.0.0.1 .. 127.0.0.n), all on the same ports, each in
     folder/node<i>, the first one the seed. The seed starts first; the others then start together. Any failure
     stops every node started so far and raises CassandraError."""
@@ -400,10 +412,10 @@ def start_cluster(n: int, folder: Path, *, native_port: int = 9042, storage_port
                                  "(another Cassandra? `scripts/cassandra status` / `stop`)")
     cluster = Cluster(nodes)
     try:
-        nodes[0].launch(classpath)
+        nodes[0].launch(classpath, die_with_parent=die_with_parent)
         nodes[0].wait_until_ready(timeout)
         for node in nodes[1:]:
-            node.launch(classpath)
+            node.launch(classpath, die_with_parent=die_with_parent)
         for node in nodes[1:]:
             node.wait_until_ready(timeout)
     except BaseException:
@@ -450,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             started = time.monotonic()
             cluster = start_cluster(args.nodes, args.dir, native_port=args.port, storage_port=args.storage_port,
-                                    heap=args.heap, say=say)
+                                    heap=args.heap, say=say, die_with_parent=False)  # outlives this command
             for node in cluster.nodes:
                 say(f"Apache Cassandra {node.release_version} at {node.contact}, pid {node.pid()}, log {node.log}")
             say(f"started in {time.monotonic() - started:.1f} s; "

@@ -5,7 +5,12 @@ already (the cassandra_target fixture); these are the ways a start can go wrong.
 """
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -41,3 +46,29 @@ def test_a_stopped_folder_reads_back_its_nodes_addresses_and_ports(tmp_path):
     (found,) = cassandra_node.nodes_in(tmp_path)
     assert (found.address, found.native_port, found.storage_port) == ("127.0.0.2", 19042, 17000)
     assert not cassandra_node.is_running(found.pid())
+
+
+def test_a_node_the_suite_starts_ends_with_the_process_that_started_it(tmp_path):
+    # A child process launches a node (not waiting for it to start) and is then killed outright, as a CI job
+    # can be: the node must not outlive it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; from pathlib import Path; from tests import cassandra_node as c;"
+            f"node = c.Node(Path({str(tmp_path)!r}) / 'node1', native_port=c.free_port(), storage_port=c.free_port());"
+            "node.launch(c.resolve(say=lambda _: None), die_with_parent=True); print(node.pid(), flush=True);"
+            "time.sleep(600)"
+        )],
+        cwd=cassandra_node.ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        pid = int(child.stdout.readline())
+        assert cassandra_node.is_running(pid)
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 60
+    while cassandra_node.is_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if cassandra_node.is_running(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the node (pid {pid}) outlived the process that started it")
