@@ -23,6 +23,11 @@ The codes of prepared keys come from the console channel's lines on the service'
 carries X-Request-ID k<key>, which the console prints beside the code), never from a test-only path. Every answer
 is checked (status, and err for the wrong-code verify); a run with unexpected answers or socket errors is flagged.
 
+With Cassandra (OTP_CASSANDRA_CONTACT_POINTS set; `scripts/cassandra start` runs a node), the Cassandra ceiling is
+measured just before every service run, scripts/bench_cassandra.py: one lightweight transaction per request from the
+cassandra-driver alone, as many in flight as wrk has connections, from this machine; a second table gives each
+scenario's rate as a share of it (goal 0.35).
+
 Printed: requests per second, p50 and p99 latency (wrk's, per request, in ms) for each, and the service's share of
 the ceiling's requests per second; then, per scenario, each server's CPU per request split into user and system
 (kernel) time, and the whole machine's busy time per request during each run (so CPU spent outside the server, by
@@ -61,6 +66,7 @@ SCENARIOS = {
 }
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 25.0
+GOAL_CASSANDRA_RATIO = 0.35  # of the driver-only ceiling (scripts/bench_cassandra.py), with Cassandra as the store
 POOL_SIZE = 1000  # keys each for resend and wrong: enough for ~90 000 wrong-code verifies at 100 attempts a key
 CONSOLE_LINE = re.compile(r"msgid=k(\d+) .* is (\d+)\.")
 
@@ -329,6 +335,45 @@ def table(results: list[Result], opts, store: str) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def cassandra_ceiling(env: dict, opts):
+    """The driver-only LWT ceiling of the cluster the service uses (scripts/bench_cassandra.py)."""
+    sys.path.insert(0, str(SCRIPTS))
+    import bench_cassandra
+
+    from otp_service.config import CassandraSettings, EnvReader
+
+    settings = CassandraSettings.from_env(EnvReader(env))
+    run = bench_cassandra.measure(settings, settings.keyspace, in_flight=opts.connections, duration=opts.duration,
+                                  warmup=opts.warmup)
+    if run.errors or run.not_applied:
+        raise SystemExit(f"bench: the Cassandra ceiling run failed: {run}")
+    return run
+
+
+def cassandra_table(scenarios: list[str], lwt_rounds: dict[str, list], opts) -> str:
+    """Each scenario's service rate beside the driver-only LWT ceiling measured just before it (median round)."""
+    first = lwt_rounds[scenarios[0]][0][1]
+    head = (
+        f"against the Cassandra ceiling: Apache Cassandra {first.release_version}, the cassandra-driver alone, one "
+        f"lightweight transaction per request, {first.in_flight} in flight, measured just before each service run"
+        + (f"; median of {opts.rounds} rounds" if opts.rounds > 1 else "") + "\n\n"
+        "| scenario | service req/s | p50 ms | p99 ms | Cassandra LWT/s | p50 ms | p99 ms | ratio | goal |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    rows, every = [], []
+    for scenario in scenarios:
+        pairs = sorted(lwt_rounds[scenario], key=lambda pair: pair[0].rps / pair[1].rps if pair[1].rps else 0.0)
+        s, c = pairs[(len(pairs) - 1) // 2]
+        ratio = s.rps / c.rps if c.rps else 0.0
+        goal = "met" if ratio >= GOAL_CASSANDRA_RATIO else f"missed (ratio < {GOAL_CASSANDRA_RATIO})"
+        rows.append(f"| {SCENARIOS[scenario][0]} | {s.rps:.0f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} | {c.rps:.0f} | "
+                    f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | {ratio:.2f} | {goal} |")
+        if len(pairs) > 1:
+            ratios = ", ".join(f"{a.rps / b.rps:.2f}" for a, b in lwt_rounds[scenario] if b.rps)
+            every.append(f"{SCENARIOS[scenario][0]}: ratio to the Cassandra ceiling in each round {ratios}")
+    return head + "\n".join(rows) + "\n" + ("\n" + "\n".join(every) + "\n" if every else "")
+
+
 # -- main --------------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -447,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
 
         service_rps: dict[str, float] = {}
         rounds: dict[str, list[Result]] = {scenario: [] for scenario in scenarios}
+        # With Cassandra: per scenario and round, (service run, the driver-only ceiling measured just before it).
+        lwt_rounds: dict[str, list] = {scenario: [] for scenario in scenarios}
         for round_, scenario in [(n, s) for n in range(opts.rounds) for s in scenarios]:
             label = SCENARIOS[scenario][0]
             if scenario == "new":
@@ -462,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
                 arg_c = arg_s = pool
             time.sleep(opts.pause)
             c = measure("ceiling", scenario, ceiling, api_key, arg_c, opts)
+            if cassandra:  # next to the service's run, so that both see the machine in the same mood
+                time.sleep(opts.pause)
+                lwt = cassandra_ceiling(env, opts)
+                say(f"bench: cassandra ceiling: {lwt.rps:.0f} LWT/s p99 {lwt.p99_ms:.1f} ms")
             time.sleep(opts.pause)
             s = measure("service", scenario, service, api_key, arg_s, opts)
             if scenario == "right" and s.exhausted:
@@ -474,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                 fresh_runs.append(arg_s)
                 time.sleep(0.3)
             service_rps[scenario] = s.rps
+            if cassandra:
+                lwt_rounds[scenario].append((s, lwt))
             rounds[scenario].append(Result(scenario, label, s, c))
             say(f"bench: {label}: service {s.rps:.0f} req/s p99 {s.p99_ms:.1f} ms, ceiling {c.rps:.0f} req/s")
         rss = service.worker_rss_kib()
@@ -485,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     print(table(results, opts, store))
+    if cassandra:
+        print(cassandra_table(scenarios, lwt_rounds, opts))
     # Where the CPU went: the server's split into user and kernel time, and the whole machine's busy time (which
     # also counts wrk and any kernel work done outside the server's processes).
     for r in results:
@@ -512,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
             "store": store, "options": vars(opts), "machine": info,
             "load_before": load_before, "load_after": load_after, "service_worker_rss_kib": rss,
             "results": [{**asdict(r), "goal_met": r.goal_met} for r in results],
+            "cassandra_ceiling": {scenario: [{"service": asdict(s), "ceiling": asdict(c),
+                                              "ratio": s.rps / c.rps if c.rps else 0.0}
+                                             for s, c in lwt_rounds[scenario]] for scenario in scenarios},
             "rounds": {scenario: [{**asdict(r), "goal_met": r.goal_met} for r in rounds[scenario]]
                        for scenario in scenarios},
         }, indent=2))

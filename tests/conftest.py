@@ -14,28 +14,36 @@ ENCRYPTION_KEY = new_key()
 
 
 _target = None
+_target_error: str | None = None
 
 
 def pytest_report_header(config):
     from . import cassandra_target
 
-    return f"cassandra-backed tests: {cassandra_target.choose()}"
+    return f"cassandra-backed tests run against: {cassandra_target.describe_choice()}"
 
 
 def pytest_terminal_summary(terminalreporter):
     if _target is not None:
         terminalreporter.write_line(f"cassandra-backed tests ran against: {_target.description}")
+    elif _target_error is not None:
+        terminalreporter.write_line(f"cassandra-backed tests did not run: no Cassandra: {_target_error}", red=True)
     else:
         terminalreporter.write_line("cassandra-backed tests: none ran in this session")
 
 
 @pytest.fixture(scope="session")
-def cassandra_target():
-    """The session's Cassandra (a real cluster, testcontainers, or the CQL test server: see cassandra_target.py)."""
-    global _target
+def cassandra_target(tmp_path_factory):
+    """The session's Cassandra: a given cluster, testcontainers, or a real node the suite starts (cassandra_target.py).
+    If it cannot be had, every test that needs it errors with the reason; nothing else stands in for it."""
+    global _target, _target_error
     from . import cassandra_target as chooser
 
-    _target = chooser.start()
+    try:
+        _target = chooser.start(tmp_path_factory.mktemp("cassandra"))
+    except Exception as exc:
+        _target_error = f"{type(exc).__name__}: {exc}"
+        raise
     yield _target
     chooser.finish(_target)
 

@@ -1,6 +1,6 @@
 """What only the Cassandra store has: the migrate command, driver settings, fork safety, outages.
 
-Runs against the session's Cassandra target (a real cluster, testcontainers, or the CQL test server).
+Runs against the session's Cassandra (a given cluster, testcontainers, or the node the suite starts).
 """
 from __future__ import annotations
 
@@ -102,17 +102,73 @@ def test_migrate_applies_a_new_file_and_dry_run_applies_nothing(session, cassand
 def test_the_store_uses_local_quorum_and_local_serial(cassandra_target):
     store = cassandra_target.new_store()
     try:
+        store.open()
+        sent = []  # (statement text, consistency, serial consistency) of every request, as the driver sends it
+        store._session.add_request_init_listener(
+            lambda future: sent.append((future.query.prepared_statement.query_string, future.message.consistency_level,
+                                        future.message.serial_consistency_level)))
         written = row()
         assert store.insert_otp(written)
-        store.get_otp("email", written.key)
-        profile = store._cluster.profile_manager.default
-        assert profile.consistency_level == ConsistencyLevel.LOCAL_QUORUM
-        assert profile.serial_consistency_level == ConsistencyLevel.LOCAL_SERIAL
-        server = cassandra_target.server
-        if server is not None:  # the CQL test server also records what the driver sent
-            seen = [s for s in server.seen_consistencies if "INTO otp (" in s[0] or "FROM otp WHERE" in s[0]]
-            assert seen and all(str(c) == "LOCAL_QUORUM" for _, c, _ in seen)
-            assert any(str(serial) == "LOCAL_SERIAL" for text, _, serial in seen if text.startswith("INSERT"))
+        assert store.get_otp("email", written.key) is not None
+        assert store.update_otp(written._replace(version=written.version + 1), written.version)
+        otp_requests = [s for s in sent if " otp " in s[0] or " otp(" in s[0] or ".otp " in s[0]]
+        assert len(otp_requests) == 3
+        assert all(consistency == ConsistencyLevel.LOCAL_QUORUM for _, consistency, _ in otp_requests)
+        lwts = [s for s in otp_requests if " IF " in s[0]]
+        assert len(lwts) == 2 and all(serial == ConsistencyLevel.LOCAL_SERIAL for _, _, serial in lwts)
+    finally:
+        store.close()
+
+
+def test_statements_are_routed_by_token_and_only_reads_and_the_block_are_retried(cassandra_target):
+    from cassandra.policies import TokenAwarePolicy
+
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+        assert isinstance(store._cluster.profile_manager.default.load_balancing_policy, TokenAwarePolicy)
+        for name in ("get_otp", "insert_otp", "update_otp", "delete_otp", "block_key", "get_block"):
+            prepared = store._prepared[name]
+            assert prepared.keyspace == cassandra_target.keyspace, name
+            # The driver knows where (type, key) sits among the values: each request goes to a replica of its key.
+            indexes = prepared.routing_key_indexes or []
+            assert [prepared.column_metadata[i].name for i in indexes] == ["type", "key"], name
+            values = [None] * len(prepared.column_metadata)
+            for i in indexes:
+                values[i] = "x"
+            assert prepared.bind(values).routing_key is not None, name
+        idempotent = {name for name, prepared in store._prepared.items() if prepared.is_idempotent}
+        assert idempotent == {"get_otp", "get_block", "block_key", "ping"}  # never a lightweight transaction
+    finally:
+        store.close()
+
+
+def test_a_generate_reads_its_row_and_block_in_one_round_trip_when_the_row_exists(cassandra_target):
+    from otp_service.adapters.store import BlockedRow
+
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+        written = row()
+        assert store.insert_otp(written)
+        calls = []
+        for name in ("_send", "get_otp", "_answer", "get_block"):
+            method = getattr(store, name)
+            setattr(store, name, lambda *args, _name=name, _method=method: calls.append(_name) or _method(*args))
+        found, block = store.get_otp_and_block("email", written.key)
+        assert found is not None and block is None
+        # The block's read is sent, the row is read, and only then is the block's answer awaited: both were out at
+        # once, whichever answered first.
+        assert calls == ["_send", "get_otp", "_answer"]
+        # Neither seen: the block may have been read before a block-then-delete landed, so it is read again.
+        calls.clear()
+        assert store.get_otp_and_block("email", f"tok-{uuid.uuid4().hex}") == (None, None)
+        assert calls == ["_send", "get_otp", "_answer", "get_block"]
+        blocked = f"tok-{uuid.uuid4().hex}"
+        store.block_key(BlockedRow("email", blocked, time.time(), time.time(), time.time() + 60))
+        calls.clear()
+        assert store.get_otp_and_block("email", blocked)[1] is not None
+        assert calls == ["_send", "get_otp", "_answer"]
     finally:
         store.close()
 

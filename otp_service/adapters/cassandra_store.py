@@ -52,6 +52,10 @@ _STATEMENTS = {
     "WHERE type = ? AND key = ?",
     "ping": "SELECT release_version FROM system.local",
 }
+# Statements that may be sent again (to the next host, after a timeout or a lost connection) without changing what
+# they do: the reads, and the block, which writes the same values whenever it lands. The lightweight transactions
+# are not: a retried IF NOT EXISTS / IF version = ? that had in fact applied would answer "not applied".
+_IDEMPOTENT = frozenset({"get_otp", "get_block", "block_key", "ping"})
 
 # The abuse limits' counters (cql/005_abuse_counter.cql): compare-and-set rows, not counter columns (which take no
 # TTL and no condition).
@@ -134,8 +138,17 @@ class CassandraStore(Store):
                 raise StoreUnavailable("cassandra: unreachable; retrying shortly")
             cluster = build_cluster(self.settings)
             try:
-                session = cluster.connect(self.keyspace)
-                self._prepared = {name: session.prepare(cql) for name, cql in _STATEMENTS.items()}
+                session = cluster.connect()
+                # Protocol v5 (Cassandra 4.0+) names the keyspace per prepared statement; a session-wide USE with
+                # prepared statements makes Cassandra 5.0 warn on every PREPARE. Older protocols need the USE.
+                per_statement = cluster.protocol_version >= 5
+                if not per_statement:
+                    session.set_keyspace(self.keyspace)
+                self._prepared = {}
+                for name, cql in _STATEMENTS.items():
+                    prepared = session.prepare(cql, keyspace=self.keyspace if per_statement else None)
+                    prepared.is_idempotent = name in _IDEMPOTENT
+                    self._prepared[name] = prepared
             except _DRIVER_ERRORS as exc:
                 cluster.shutdown()
                 self._next_attempt = time.monotonic() + _RECONNECT_PAUSE
@@ -154,6 +167,22 @@ class CassandraStore(Store):
         session = self._ready()
         try:
             return session.execute(self._prepared[name], values)
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"cassandra: {name}: {type(exc).__name__}") from None
+
+    def _send(self, name: str, values: tuple):
+        """Start a statement without waiting for it; _answer(future) waits."""
+        session = self._ready()
+        try:
+            return name, session.execute_async(self._prepared[name], values)
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"cassandra: {name}: {type(exc).__name__}") from None
+
+    @staticmethod
+    def _answer(sent):
+        name, future = sent
+        try:
+            return future.result()
         except _DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"cassandra: {name}: {type(exc).__name__}") from None
 
@@ -201,10 +230,19 @@ class CassandraStore(Store):
         )
 
     def get_block(self, type_: str, key: str) -> BlockedRow | None:
-        found = self._run("get_block", (type_, key)).one()
-        if found is None or found[4] is None:
-            return None
-        return BlockedRow(found[0], found[1], _seconds(found[2]), _seconds(found[3]), _seconds(found[4]))
+        return _blocked_row(self._run("get_block", (type_, key)).one())
+
+    def get_otp_and_block(self, type_: str, key: str) -> tuple[OtpRow | None, BlockedRow | None]:
+        """Both reads in one round trip: the block's read is sent, then the row is read while it is on its way.
+        The contract wants the block read no earlier than the row, and two reads in flight at once may land in
+        either order. That only matters when the row is gone and no block was seen (a block written, then the row
+        deleted, between the two reads): then the block is read again, after the row."""
+        sent = self._send("get_block", (type_, key))
+        row = self.get_otp(type_, key)
+        block = _blocked_row(self._answer(sent).one())
+        if row is None and block is None:
+            block = self.get_block(type_, key)
+        return row, block
 
     # -- abuse counters -------------------------------------------------------------------------------------------
     def take_counts(self, counters: Sequence[Counter]) -> Taken:
@@ -323,6 +361,12 @@ class CassandraStore(Store):
 
     def ping(self) -> None:
         self._run("ping", ())
+
+
+def _blocked_row(found) -> BlockedRow | None:
+    if found is None or found[4] is None:
+        return None
+    return BlockedRow(found[0], found[1], _seconds(found[2]), _seconds(found[3]), _seconds(found[4]))
 
 
 def _fields(row: OtpRow) -> tuple:
