@@ -432,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         OTP_IP_SEND_LIMIT="100000000",
         OTP_IP_VERIFY_LIMIT="100000000",
         OTP_PREFIX_SEND_LIMIT="100000000",
+        OTP_DEV_PAGES="false",  # the development inbox (a SQLite write per message) is no part of production
     )
     for assignment in opts.set:
         name, sep, value = assignment.partition("=")

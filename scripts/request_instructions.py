@@ -70,6 +70,7 @@ def _requests(scenario: str, count: int, pool: int, real_stderr, scratch: bytear
         OTP_SQLITE_PATH=f"{folder}/otp.db", OTP_SMS_CHANNEL="console", OTP_EMAIL_CHANNEL="console",
         OTP_RESEND_COOLDOWN_SECONDS="0", OTP_MAX_SENDS="1000", OTP_MAX_VERIFY_ATTEMPTS="100", OTP_TTL_SECONDS="3600",
         OTP_IP_SEND_LIMIT="100000000", OTP_IP_VERIFY_LIMIT="100000000", OTP_PREFIX_SEND_LIMIT="100000000",  # count, never refuse
+        OTP_DEV_PAGES="false",  # the development inbox is no part of what production runs
         # A fixed key: every run does the same work (the key's value changes no instruction count that matters).
         OTP_ENCRYPTION_KEYS="b3RwLXNlcnZpY2UtaW5zdHJ1Y3Rpb24tY291bnQtayE=",
     )
