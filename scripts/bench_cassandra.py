@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from otp_service.adapters.cassandra_store import build_cluster  # noqa: E402
 from otp_service.config import CassandraSettings, EnvReader  # noqa: E402
 
-
 # The columns of cql/002_otp.cql that a new row sets, as the store's insert_otp sets them.
 INSERT = (
     "INSERT INTO otp (type, key, otp, created_on, updated_on, expires_on, retry_count, is_locked, locked_on, "

@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     console = open(f"{folder}/console.out", "w")
     sys.stdout, sys.stderr = console, open(os.devnull, "w")
     try:
-        from otp_service.entrypoints.app import create_app
         from ceiling_app import create_ceiling_app
+
+        from otp_service.entrypoints.app import create_app
 
         app = create_app().wsgi_app.__self__  # the Flask app itself
         ceiling = create_ceiling_app()

@@ -12,7 +12,7 @@ from otp_service.adapters.crypto import new_key
 from otp_service.domain import abuse
 from otp_service.domain.contacts import normalise_email
 
-from .support import AUTH, unique_email, unique_phone, wrong_code
+from .support import AUTH, unique_email, wrong_code
 from .test_metrics import scrape, total
 
 ONE_HOUR = "3600"

@@ -10,13 +10,16 @@ import socket
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from cassandra import ConsistencyLevel
 
 from otp_service.adapters.cassandra_migrate import (
-    MigrationError, default_cql_dir, load_files, migrate, migrate_cluster, split_statements,
+    MigrationError,
+    default_cql_dir,
+    load_files,
+    migrate_cluster,
+    split_statements,
 )
 from otp_service.adapters.cassandra_store import CassandraStore, build_cluster
 from otp_service.adapters.store import StoreUnavailable

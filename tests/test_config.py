@@ -6,7 +6,6 @@ import pytest
 from otp_service.adapters.crypto import new_key
 from otp_service.config import ConfigError, Settings
 
-
 # A complete production configuration: keys, and a real channel for each type.
 PRODUCTION = {
     "OTP_ENV": "production", "OTP_API_KEYS": "a" * 64, "OTP_ENCRYPTION_KEYS": new_key(),

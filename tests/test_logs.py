@@ -7,7 +7,8 @@ import logging
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otp_service.entrypoints.logs import JsonFormatter, _iso_utc
 

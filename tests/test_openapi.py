@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 
 from otp_service.adapters.notifications import DeliveryError
+from otp_service.domain import sunbird_codes
 from otp_service.domain.contacts import ContactType
 from otp_service.entrypoints.app import create_app
 from otp_service.entrypoints.envelope import STATUS_OF
-from otp_service.domain import sunbird_codes
 from otp_service.entrypoints.openapi import (
     GENERATE_ERRORS,
     HEALTH_ERRORS,

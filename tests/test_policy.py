@@ -5,7 +5,7 @@ import pytest
 
 from otp_service.domain import errors
 from otp_service.domain.codes import codes_match, new_code
-from otp_service.domain.policy import Block, Blocked, Limits, OtpState, Send, check_code, plan_send
+from otp_service.domain.policy import Block, Blocked, Limits, Send, check_code, plan_send
 
 LIMITS = Limits(code_length=6, code_ttl=600, max_verify_attempts=3, max_sends=4, send_window=86400,
                 resend_cooldown=30, block_seconds=86400)

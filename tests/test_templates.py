@@ -7,7 +7,8 @@ import json
 from string import Template
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otp_service.adapters.notifications import Message
 from otp_service.adapters.notifications.console import ConsoleChannel

@@ -12,7 +12,13 @@ Labels are bounded and never carry a key, a code or a path a caller made up: rou
 from __future__ import annotations
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values,
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

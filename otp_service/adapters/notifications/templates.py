@@ -14,9 +14,9 @@ from dataclasses import dataclass, fields, replace
 from string import Template as _Text
 from typing import Any, Mapping
 
-from ...envreader import ConfigError
 from ...domain import errors, sunbird_codes
 from ...domain.contacts import ContactType
+from ...envreader import ConfigError
 
 DEFAULT_TEMPLATE_ID = "otp"
 PLACEHOLDERS = frozenset({"otp", "minutes", "installation"})
