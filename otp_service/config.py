@@ -180,7 +180,9 @@ class Settings:
         try:
             region = region_for_country_code(country_code)
         except ValueError:
-            raise ConfigError(f"OTP_DEFAULT_COUNTRY_CODE must be a country calling code like +91, got {country_code!r}")
+            raise ConfigError(
+                f"OTP_DEFAULT_COUNTRY_CODE must be a country calling code like +91, got {country_code!r}"
+            ) from None
         cassandra = CassandraSettings.from_env(env)
         store = env.choice("OTP_STORE", "cassandra" if cassandra.contact_points else "sqlite", ("sqlite", "cassandra"))
         if store == "cassandra" and not cassandra.contact_points:
@@ -188,9 +190,12 @@ class Settings:
         delivery = DeliverySettings.from_env(env)
         if mode == "production":
             # The console channel prints codes on standard output: never where real people receive them.
-            for name, chosen in (("OTP_SMS_CHANNEL", delivery.sms_channel), ("OTP_EMAIL_CHANNEL", delivery.email_channel)):
+            channels = (("OTP_SMS_CHANNEL", delivery.sms_channel), ("OTP_EMAIL_CHANNEL", delivery.email_channel))
+            for name, chosen in channels:
                 if chosen == "console":
-                    raise ConfigError(f"{name}=console is for development only; choose a real channel when OTP_ENV=production")
+                    raise ConfigError(
+                        f"{name}=console is for development only; choose a real channel when OTP_ENV=production"
+                    )
         dev_pages = env.bool("OTP_DEV_PAGES", mode == "development")
         if dev_pages and mode == "production":
             raise ConfigError(

@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("raw", nargs="+", help="one or more raw files (summed)")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--match", default=None)
-    parser.add_argument("--children", action="append", default=[], metavar="FUNC",
-                        help="also break down what FUNC (a function name, e.g. 'OtpService.generate') spends, by callee")
+    parser.add_argument(
+        "--children", action="append", default=[], metavar="FUNC",
+        help="also break down what FUNC (a function name, e.g. 'OtpService.generate') spends, by callee",
+    )
     args = parser.parse_args(argv)
     children: dict[str, Counter[str]] = {name: Counter() for name in args.children}
     inclusive: Counter[str] = Counter()

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         OTP_ENV="development", OTP_API_KEYS=hashlib.sha256(API_KEY.encode()).hexdigest(),
         OTP_SQLITE_PATH=f"{folder}/otp.db", OTP_SMS_CHANNEL="console", OTP_EMAIL_CHANNEL="console",
         OTP_RESEND_COOLDOWN_SECONDS="0", OTP_MAX_SENDS="1000", OTP_MAX_VERIFY_ATTEMPTS="100", OTP_TTL_SECONDS="3600",
-        OTP_IP_SEND_LIMIT="100000000", OTP_IP_VERIFY_LIMIT="100000000", OTP_PREFIX_SEND_LIMIT="100000000",  # count, never refuse
+        # the abuse limits count, and never refuse
+        OTP_IP_SEND_LIMIT="100000000", OTP_IP_VERIFY_LIMIT="100000000", OTP_PREFIX_SEND_LIMIT="100000000",
         OTP_DEV_PAGES="false",  # the development inbox is no part of what production runs
     )
     for name in [k for k in os.environ if k.startswith(("OTP_USER_SERVICE", "OTP_CASSANDRA", "PROMETHEUS"))]:

@@ -14,8 +14,8 @@ About a minute per scenario. Needs valgrind (apt-get install valgrind).
 that every request starts with cold caches, as a worker's does under load (docs/BENCHMARKS.md). It prints the
 instructions, the L1 and last-level misses of one request (the eviction's own, counted separately, taken off) and
 an estimate of its cycles, instructions + 10 x L1 misses + 100 x last-level misses (the estimate cachegrind's
-manual gives), with each scenario's ratio to the ceiling (measured with --cold whether named or not). Under load, that ratio is what the bench sees; the
-instructions alone are not. About four minutes per scenario.
+manual gives), with each scenario's ratio to the ceiling (measured with --cold whether named or not). Under load,
+that ratio is what the bench sees; the instructions alone are not. About four minutes per scenario.
 """
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def _requests(scenario: str, count: int, pool: int, real_stderr, scratch: bytear
         OTP_ENV="development", OTP_API_KEYS=hashlib.sha256(rc.API_KEY.encode()).hexdigest(),
         OTP_SQLITE_PATH=f"{folder}/otp.db", OTP_SMS_CHANNEL="console", OTP_EMAIL_CHANNEL="console",
         OTP_RESEND_COOLDOWN_SECONDS="0", OTP_MAX_SENDS="1000", OTP_MAX_VERIFY_ATTEMPTS="100", OTP_TTL_SECONDS="3600",
-        OTP_IP_SEND_LIMIT="100000000", OTP_IP_VERIFY_LIMIT="100000000", OTP_PREFIX_SEND_LIMIT="100000000",  # count, never refuse
+        # the abuse limits count, and never refuse
+        OTP_IP_SEND_LIMIT="100000000", OTP_IP_VERIFY_LIMIT="100000000", OTP_PREFIX_SEND_LIMIT="100000000",
         OTP_DEV_PAGES="false",  # the development inbox is no part of what production runs
         # A fixed key: every run does the same work (the key's value changes no instruction count that matters).
         OTP_ENCRYPTION_KEYS="b3RwLXNlcnZpY2UtaW5zdHJ1Y3Rpb24tY291bnQtayE=",
@@ -135,7 +136,7 @@ def _counts(scenario: str, count: int, pool: int, cold: bool) -> list[int]:
 def _per_request(scenario: str, requests: int, cold: bool) -> list[float]:
     pool = BASE + requests + 30
     longer, shorter = _counts(scenario, BASE + requests, pool, cold), _counts(scenario, BASE, pool, cold)
-    return [(a - b) / requests for a, b in zip(longer, shorter)]
+    return [(a - b) / requests for a, b in zip(longer, shorter, strict=True)]
 
 
 def _cold_row(counts: list[float]) -> tuple[float, float, float, float]:
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     evict = _per_request(_EVICT_ONLY, args.requests, True)
     ceiling = None
     for scenario in (["ceiling"] if "ceiling" not in scenarios else []) + scenarios:
-        ir, l1, ll, cycles = _cold_row([a - b for a, b in zip(_per_request(scenario, args.requests, True), evict)])
+        counts = _per_request(scenario, args.requests, True)
+        ir, l1, ll, cycles = _cold_row([a - b for a, b in zip(counts, evict, strict=True)])
         ceiling = cycles if scenario == "ceiling" else ceiling
         print(f"  {scenario:10s} {ir / 1e6:8.3f}M {l1 / 1e3:8.1f}K {ll / 1e3:8.1f}K {cycles / 1e6:11.3f}M "
               f"{ceiling / cycles:11.2f}", flush=True)

@@ -294,7 +294,8 @@ def test_errmsg_still_names_a_plain_bad_value(api):
     response = api.client.post("/v1/otp/generate", json={"request": {"key": unique_email(), "type": "fax"}},
                                headers=AUTH)
     assert assert_envelope(response, 400, "INVALID_VALUE")["params"]["errmsg"] == (
-        "Invalid type: fax. Valid values are: email, phone, prevUsedEmail, prevUsedPhone, recoveryEmail, recoveryPhone.")
+        "Invalid type: fax. Valid values are: email, phone, prevUsedEmail, prevUsedPhone, recoveryEmail, "
+        "recoveryPhone.")
 
 
 def test_a_404_echoes_the_path_only_when_it_is_short_plain_ascii(api):

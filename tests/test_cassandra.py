@@ -51,8 +51,9 @@ def test_split_statements_ignores_comments_and_quoted_semicolons():
 
 def test_cql_files_are_numbered_idempotent_and_partitioned_by_type_and_key():
     files = load_files(default_cql_dir(), "otp")
-    assert [f.name for f in files] == ["001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_otp_blocked_until.cql",
-        "005_abuse_counter.cql"]
+    assert [f.name for f in files] == [
+        "001_keyspace.cql", "002_otp.cql", "003_blocked_key.cql", "004_otp_blocked_until.cql", "005_abuse_counter.cql",
+    ]
     for f in files:
         for statement in f.statements:
             if statement.upper().startswith("CREATE"):

@@ -63,7 +63,7 @@ def twilio_api(monkeypatch):
     standin.stop()
 
 
-# -- accepted ------------------------------------------------------------------------------------------------------------
+# -- accepted ----------------------------------------------------------------------------------------------------------
 def test_the_sms_goes_to_twilio_with_to_from_body_and_basic_auth(twilio_api):
     channel = sms_channel(twilio_env(twilio_api.base_url))
     assert isinstance(channel, TwilioSmsChannel)
@@ -116,7 +116,7 @@ def test_an_api_key_and_a_messaging_service_can_replace_the_token_and_the_number
     assert CODE in request.form["Body"]
 
 
-# -- refused -------------------------------------------------------------------------------------------------------------
+# -- refused -----------------------------------------------------------------------------------------------------------
 def test_a_twilio_400_is_a_delivery_error_with_twilios_code_and_no_number_or_code_in_logs(twilio_api, caplog):
     twilio_api.mode, twilio_api.error_code = "reject", 21211
     channel = sms_channel(twilio_env(twilio_api.base_url))
@@ -201,7 +201,7 @@ def _assert_secret_free(*texts: str) -> None:
         assert "OTP to verify" not in text  # the body
 
 
-# -- through the API -------------------------------------------------------------------------------------------------------
+# -- through the API ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def twilio_app(twilio_api, tmp_path):
     from otp_service.adapters.crypto import new_key
@@ -248,7 +248,7 @@ def test_generate_with_an_unknown_templateId_is_invalid_value_and_sends_nothing(
     assert twilio_api.received() == []
 
 
-# -- configuration ---------------------------------------------------------------------------------------------------------
+# -- configuration -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "change, named",
     [

@@ -108,7 +108,7 @@ class _Elements(HTMLParser):
         raise AssertionError(f"no <{tag} {wanted}> in the page")
 
 
-# -- production: nothing there ------------------------------------------------------------------------------------------
+# -- production: nothing there -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("with_key", [False, True])
 def test_in_production_every_page_route_is_a_404_envelope_whatever_else_is_set(tmp_path, with_key):
     settings = Settings.from_env({**PRODUCTION, "OTP_SQLITE_PATH": str(tmp_path / "otp.db")})
@@ -119,8 +119,8 @@ def test_in_production_every_page_route_is_a_404_envelope_whatever_else_is_set(t
                      channels={ContactType.EMAIL: console, ContactType.PHONE: console})
     client = app.test_client()
     for method, path in PAGE_ROUTES:
-        answer = client.open(path, method=method, headers=AUTH if with_key else {},
-                             json={"request": {"key": "ada@example.com", "type": "email"}} if method == "POST" else None)
+        payload = {"request": {"key": "ada@example.com", "type": "email"}} if method == "POST" else None
+        answer = client.open(path, method=method, headers=AUTH if with_key else {}, json=payload)
         assert answer.status_code == 404, (method, path)
         body = answer.get_json()
         assert body["params"]["err"] == "RESOURCE_NOT_FOUND" and body["responseCode"] == "RESOURCE_NOT_FOUND"
@@ -226,7 +226,7 @@ def test_the_page_routes_refuse_calls_from_another_site(client):
     assert same.status_code == 200
 
 
-# -- the inbox -------------------------------------------------------------------------------------------------------------
+# -- the inbox ---------------------------------------------------------------------------------------------------------
 def test_the_inbox_shows_each_message_newest_first_with_time_channel_masked_destination_msgid_and_text(
     client, capsys
 ):
@@ -330,7 +330,7 @@ def test_a_code_shows_on_standard_output_and_in_the_inbox_and_nowhere_else(clien
         assert not shows(str(answer.headers), code)
 
 
-# -- several gunicorn workers share one inbox ------------------------------------------------------------------------------
+# -- several gunicorn workers share one inbox --------------------------------------------------------------------------
 def _request_lines(path: Path) -> list[dict]:
     lines = []
     for raw in path.read_text().splitlines():

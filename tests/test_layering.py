@@ -4,6 +4,7 @@ The domain and the adapters read the environment through otp_service.envreader (
 never imports otp_service.config, and no module of the package imports another in a circle.
 """
 import ast
+from itertools import pairwise
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "otp_service"
@@ -67,5 +68,5 @@ def test_no_import_circles():
         if name not in done:
             visit(name, [name])
     # A package importing its own submodule (for re-export) is not a circle of code.
-    real = [c for c in circles if not any(b.startswith(a + ".") for a, b in zip(c, c[1:]))]
+    real = [c for c in circles if not any(b.startswith(a + ".") for a, b in pairwise(c))]
     assert not real, "import circles: " + "; ".join(" -> ".join(c) for c in real)

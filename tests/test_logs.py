@@ -106,7 +106,8 @@ def test_the_line_time_is_the_records_time_in_utc_to_the_millisecond(created):
 
 @given(st.dictionaries(
     st.text(min_size=1, max_size=8).filter(lambda s: s.isidentifier() and not s.startswith("_")),
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text() | st.lists(st.integers(), max_size=3),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+    | st.lists(st.integers(), max_size=3),
     max_size=4,
 ))
 def test_any_extra_field_makes_one_json_line_with_its_value(fields):

@@ -28,7 +28,7 @@ def write(tmp_path, content) -> str:
     return str(path)
 
 
-# -- the defaults --------------------------------------------------------------------------------------------------------
+# -- the defaults ------------------------------------------------------------------------------------------------------
 def test_the_default_sms_is_the_contracts_example_text():
     subject, text = Templates().render(None, ContactType.PHONE, **VALUES)
     assert subject == ""
@@ -90,7 +90,7 @@ def test_values_are_escaped_in_html_and_the_subject_stays_on_one_line():
     assert "\n" not in subject and subject == "Your A&B <i> X-Evil: 1 verification code"
 
 
-# -- templateId ---------------------------------------------------------------------------------------------------------
+# -- templateId --------------------------------------------------------------------------------------------------------
 def test_an_unknown_templateId_is_invalid_value_listing_the_known_ones():
     with pytest.raises(OtpError) as caught:
         Templates().check("welcomeBack")
@@ -121,7 +121,7 @@ def test_rendering_an_unknown_templateId_is_the_same_invalid_value():
     assert caught.value.err == "INVALID_VALUE"
 
 
-# -- the operator's file --------------------------------------------------------------------------------------------------
+# -- the operator's file -----------------------------------------------------------------------------------------------
 def test_a_file_replaces_a_default_text_and_adds_a_template(tmp_path):
     path = write(tmp_path, {
         "otp": {"sms": "${otp} is your $installation code, valid $minutes min. Costs $$0."},

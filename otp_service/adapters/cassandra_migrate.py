@@ -57,7 +57,9 @@ def default_cql_dir() -> Path:
 def load_files(folder: Path, keyspace: str) -> list[CqlFile]:
     if not folder.is_dir():
         raise MigrationError(f"no cql folder at {folder}")
-    names = sorted((p for p in folder.iterdir() if _FILE_NAME.match(p.name)), key=lambda p: int(_FILE_NAME.match(p.name).group(1)))
+    names = sorted(
+        (p for p in folder.iterdir() if _FILE_NAME.match(p.name)), key=lambda p: int(_FILE_NAME.match(p.name).group(1))
+    )
     files = []
     for path in names:
         data = path.read_bytes()

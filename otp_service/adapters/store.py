@@ -122,10 +122,10 @@ class Store(abc.ABC):
     def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 - an optional hook: a store with nothing to connect keeps this default
         """Connect. Called lazily in each process, after a fork (gunicorn workers)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: a store with nothing to release keeps this default
         """Release connections."""
 
 

@@ -107,7 +107,9 @@ class SmsDestinations(NamedTuple):
             return False
         number = phonenumbers.parse(e164, None)
         region = phonenumbers.region_code_for_number(number)
-        if region not in self.allowed_regions and (ANY_COUNTRY not in self.allowed_regions or region in _NON_GEOGRAPHIC):
+        if region not in self.allowed_regions and (
+            ANY_COUNTRY not in self.allowed_regions or region in _NON_GEOGRAPHIC
+        ):
             return False  # "*" is every country; non-geographic numbers (+800, +881, +883...) only when listed as 001
         return phonenumbers.number_type(number) not in self.denied_types
 

@@ -74,7 +74,9 @@ class OtpState(NamedTuple):
     def _window_open(self, now: float, limits: Limits) -> bool:
         # A block closes the window it ended: once the block is over, the next send starts a new one.
         return (
-            self.blocked_until is None and self.window_start is not None and now < self.window_start + limits.send_window
+            self.blocked_until is None
+            and self.window_start is not None
+            and now < self.window_start + limits.send_window
         )
 
 

@@ -50,9 +50,9 @@ def _json_body(req: Request, app: Flask) -> tuple[bool, object]:
     from the WSGI input: PEP 3333 lets an application read up to CONTENT_LENGTH bytes of `wsgi.input`, and that is
     all werkzeug's wrapper would do. Kept because it is measured to save more than 5% of a whole request's
     instructions (scripts/request_instructions.py, 2026-12-01: new key 1.185 M through werkzeug against 1.122 M,
-    wrong code 1.254 M against 1.193 M; the stream wrappers and the header parsed into a mimetype). Anything else (a chunked body, no or too large a length, another spelling of the
-    type) takes werkzeug's `get_data`, so its answers (413 past max_content_length however the body is framed,
-    415, 400) stay werkzeug's.
+    wrong code 1.254 M against 1.193 M; the stream wrappers and the header parsed into a mimetype). Anything else
+    (a chunked body, no or too large a length, another spelling of the type) takes werkzeug's `get_data`, so its
+    answers (413 past max_content_length however the body is framed, 415, 400) stay werkzeug's.
 
     A body the server cannot read as it is framed (a chunk size of "ZZ", a chunk longer than its size, a stream
     cut off before its last chunk, an oversized trailer) raises the server's own exception from the stream: that

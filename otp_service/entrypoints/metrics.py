@@ -90,7 +90,7 @@ class Metrics:
         self._delivery_children = {
             (channel, accepted): self.deliveries.labels(channel, result)
             for channel in channels
-            for accepted, result in zip((True, False), DELIVERY_RESULTS)
+            for accepted, result in zip((True, False), DELIVERY_RESULTS, strict=True)
         }
         for type_ in ("email", "phone"):
             self.blocks.labels(type_)

@@ -131,7 +131,11 @@ def _response(status: int, schema: dict, *, retry_after: bool = False, allow: bo
         headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
     if allow:
         headers["Allow"] = {"$ref": "#/components/headers/Allow"}
-    return {"description": _DESCRIPTIONS[status], "headers": headers, "content": {"application/json": {"schema": schema}}}
+    return {
+        "description": _DESCRIPTIONS[status],
+        "headers": headers,
+        "content": {"application/json": {"schema": schema}},
+    }
 
 
 def _error_responses(api_id: str, by_status: dict[int, list[str]], results: dict[int, dict] | None = None) -> dict:

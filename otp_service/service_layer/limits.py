@@ -121,7 +121,7 @@ class AbuseLimits:
         for period, seconds, limit in self._budgets[channel]:
             budget.append(self._counter(f"{channel}_budget_{period}", "", seconds, limit, now))
         taken = self._take(counters + budget, now)
-        for (name, _), count in zip(budget, taken[len(counters):]):
+        for (name, _), count in zip(budget, taken[len(counters):], strict=True):
             self.observer.budget_used(channel, name.rpartition("_")[2], count)
         return Admission(tuple(counter for _, counter in budget)) if budget else _NOTHING
 

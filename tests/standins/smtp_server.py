@@ -187,7 +187,8 @@ class _Handler:
         auth = session.auth_data if session.authenticated else None
         login = auth.login.decode() if isinstance(auth, LoginPassword) else None
         with self.standin._lock:
-            self.standin.received.append(ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login))
+            received = ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login)
+            self.standin.received.append(received)
         return "250 Message accepted for delivery"
 
 

@@ -219,7 +219,7 @@ def _base_url(value: str | None) -> str | None:
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise ConfigError("OTP_TWILIO_BASE_URL must use https unless it points at this machine (127.0.0.1)")
     try:
-        parts.port
+        _ = parts.port  # urlsplit checks the port only when it is read
     except ValueError:
         raise ConfigError(f"OTP_TWILIO_BASE_URL has an invalid port: {value!r}") from None
     return f"{parts.scheme}://{parts.netloc}"
