@@ -5,8 +5,9 @@ it imports nothing of the service's, so configuration flows one way: config -> a
 """
 from __future__ import annotations
 
+import builtins
 import os
-from typing import Mapping
+from typing import Mapping, overload
 
 
 class ConfigError(ValueError):
@@ -14,22 +15,33 @@ class ConfigError(ValueError):
 
 
 class EnvReader:
-    """Typed reads of OTP_* variables; each failure names the variable and says what was expected."""
+    """Typed reads of OTP_* variables; each failure names the variable and says what was expected.
 
-    def __init__(self, environ: Mapping[str, str] | None = None):
+    The methods are named after the types they return, so inside the class those names are the methods: the
+    annotations spell the types builtins.str, builtins.int... for the type checker."""
+
+    def __init__(self, environ: Mapping[builtins.str, builtins.str] | None = None):
         self.environ = os.environ if environ is None else environ
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: builtins.str) -> builtins.str | None:
         value = self.environ.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    @overload
+    def str(self, name: builtins.str, default: builtins.str) -> builtins.str: ...
+    @overload
+    def str(self, name: builtins.str, default: None = None) -> builtins.str | None: ...
+
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str | None:
         value = self.raw(name)
         return default if value is None else value
 
-    def int(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    def int(
+        self, name: builtins.str, default: builtins.int, minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
         value = self.raw(name)
         if value is None:
             return default
@@ -42,7 +54,7 @@ class EnvReader:
             raise ConfigError(f"{name} must be in {bounds}, got {number}")
         return number
 
-    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def float(self, name: builtins.str, default: builtins.float, minimum: builtins.float = 0.0) -> builtins.float:
         value = self.raw(name)
         if value is None:
             return default
@@ -54,7 +66,7 @@ class EnvReader:
             raise ConfigError(f"{name} must be a finite number >= {minimum}, got {value!r}")
         return number
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -65,13 +77,13 @@ class EnvReader:
             return False
         raise ConfigError(f"{name} must be true or false, got {value!r}")
 
-    def list(self, name: str) -> tuple[str, ...]:
+    def list(self, name: builtins.str) -> tuple[builtins.str, ...]:
         value = self.raw(name)
         if value is None:
             return ()
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.raw(name)
         if value is None:
             return default
