@@ -145,7 +145,7 @@ class Settings:
     # GET /try and GET /dev/inbox (docs/development.md): development only, and only with a console channel.
     dev_pages: bool = False
     # Channel, template and user-directory settings: see their adapters. Kept as the parsed objects.
-    delivery: DeliverySettings | None = None
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     directory: DirectorySettings | None = None
 
     @property

@@ -57,9 +57,8 @@ def default_cql_dir() -> Path:
 def load_files(folder: Path, keyspace: str) -> list[CqlFile]:
     if not folder.is_dir():
         raise MigrationError(f"no cql folder at {folder}")
-    names = sorted(
-        (p for p in folder.iterdir() if _FILE_NAME.match(p.name)), key=lambda p: int(_FILE_NAME.match(p.name).group(1))
-    )
+    numbered = [(int(found.group(1)), p) for p in folder.iterdir() if (found := _FILE_NAME.match(p.name))]
+    names = [p for _, p in sorted(numbered, key=lambda pair: pair[0])]
     files = []
     for path in names:
         data = path.read_bytes()

@@ -105,6 +105,7 @@ def plan_send(current: OtpState | None, now: float, limits: Limits) -> Send | Bl
     """Rules 3 to 6 of generate: a block, the send window, resend with cool-down, or a new code."""
     state = current or OtpState()
     if state.blocked(now):
+        assert state.blocked_until is not None  # blocked() says so
         return Blocked(until=state.blocked_until)
     sends = state.sends_in_window(now, limits)
     if sends >= limits.max_sends:
@@ -115,15 +116,15 @@ def plan_send(current: OtpState | None, now: float, limits: Limits) -> Send | Bl
         if wait > 0:
             raise cooldown_error(limits.resend_cooldown, wait)
     window_start = state.window_start if sends else now
-    counted = dict(send_count=sends + 1, window_start=window_start, last_sent_on=now, updated_on=now)
     if state.live_code(now) is not None:
         # Resend: the same code, its expiry and its attempts untouched.
-        return Send(state._replace(**counted), resend=True)
+        resent = state._replace(send_count=sends + 1, window_start=window_start, last_sent_on=now, updated_on=now)
+        return Send(resent, resend=True)
     fresh = OtpState(
         code=new_code(limits.code_length),
         created_on=now,
         expires_on=now + limits.code_ttl,
-        **counted,
+        send_count=sends + 1, window_start=window_start, last_sent_on=now, updated_on=now,
     )
     return Send(fresh, resend=False)
 

@@ -20,13 +20,14 @@ def service() -> OtpService:
     return current_app.extensions["otp_service"]
 
 
-def _begin(api: str) -> tuple[dict, Flask]:
+def _begin(api: str) -> tuple[object, Flask]:
     """Name the API, take the msgid, check the API key, then require a JSON body: in that order.
 
-    Returns the body and the app. What the request log and metrics need to know (api_id, msgid, the masked key,
-    the outcome) goes on `g`."""
-    req = request._get_current_object()
-    app = current_app._get_current_object()
+    Returns the body (any JSON value: the request schema checks it) and the app. What the request log and metrics
+    need to know (api_id, msgid, the masked key, the outcome) goes on `g`."""
+    # Flask types its proxies as the objects behind them, so the proxy's own method is unknown to the checker.
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     g.api_id, g.api_ver = api, _version(req)
     is_json, body = _json_body(req, app)
     g.msgid = request_msgid(body, req)

@@ -113,7 +113,7 @@ def respond(status: int = 200, result: dict | None = None, error: OtpError | Non
         "responseCode": response_code(status),
         "result": (error.result if error else result) or {},
     }
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy, typed as the Flask app
     provider = app.json
     encode = getattr(provider, "dumps_bytes", None) or provider.dumps  # bytes from ours; str from any other
     headers = {"X-Request-ID": msgid, "Cache-Control": NO_STORE}

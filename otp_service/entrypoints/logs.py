@@ -151,7 +151,7 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter
@@ -190,7 +190,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, production: boo
     """
     # The logging HOWTO's "Optimization": no line shows the caller's file and line, the thread or the process
     # name, so records need not look them up (findCaller walks the stack on every call). The pid stays.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
     root = logging.getLogger()

@@ -45,41 +45,40 @@ class Metrics:
         self.store = store
         self._request_children: dict[tuple, tuple] = {}
         self.registry = CollectorRegistry(auto_describe=True)
-        into = {"registry": self.registry}
         self.requests = Counter(
             "otp_http_requests", "HTTP requests answered, by route, method, status and the envelope's err.",
-            ["route", "method", "status", "err"], **into,
+            ["route", "method", "status", "err"], registry=self.registry,
         )
         self.latency = Histogram(
             "otp_http_request_duration_seconds", "Time to answer a request, by route.",
-            ["route"], buckets=LATENCY_BUCKETS, **into,
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.deliveries = Counter(
             "otp_deliveries", "Codes handed to a delivery channel, by channel and result (accepted, failed).",
-            ["channel", "result"], **into,
+            ["channel", "result"], registry=self.registry,
         )
         self.blocks = Counter(
             "otp_keys_blocked", "Keys blocked for going over the send window (MAX_LIMIT_EXHAUSTED), by type.",
-            ["type"], **into,
+            ["type"], registry=self.registry,
         )
         self.store_errors = Counter(
             "otp_store_errors", "Requests the store failed: unavailable (503) or too much contention on a key (503).",
-            ["store", "kind"], **into,
+            ["store", "kind"], registry=self.registry,
         )
         self.refusals = Counter(
             "otp_abuse_refusals", "Requests refused by an abuse limit, by limit (ip_send, prefix_send, sms_budget_day, "
             "destination, ...): 429 ERROR_RATE_LIMIT_EXCEEDED, or DESTINATION_NOT_ALLOWED for destination.",
-            ["limit"], **into,
+            ["limit"], registry=self.registry,
         )
         # The budget's use: the count of the current window as the last send of any worker saw it ("mostrecent"
         # across gunicorn workers), and the budget itself; use / budget is what an alert watches.
         self.budget_use = Gauge(
             "otp_budget_used", "Messages counted against the channel's budget in the current window (every instance).",
-            ["channel", "period"], multiprocess_mode="mostrecent", **into,
+            ["channel", "period"], multiprocess_mode="mostrecent", registry=self.registry,
         )
         self.budget_limit = Gauge(
             "otp_budget_limit", "The channel's budget per period (OTP_SMS_BUDGET_PER_MINUTE, ...).",
-            ["channel", "period"], multiprocess_mode="mostrecent", **into,
+            ["channel", "period"], multiprocess_mode="mostrecent", registry=self.registry,
         )
         for limit in limits:
             self.refusals.labels(limit)

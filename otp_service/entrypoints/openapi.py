@@ -203,7 +203,7 @@ _TYPE = {"type": "string", "pattern": TYPE_PATTERN,
          "description": "`email`, `phone`, or one of Sunbird's user-field types `prevUsedEmail`, `prevUsedPhone`, "
          "`recoveryEmail`, `recoveryPhone` (these need `userId`), in any case.",
          "example": "phone"}
-_ID = {"type": "string", "nullable": True,
+_ID: dict[str, Any] = {"type": "string", "nullable": True,
        "description": "At most 128 printable characters; blank or null counts as absent."}
 
 

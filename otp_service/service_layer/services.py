@@ -86,6 +86,7 @@ class OtpService:
             current = self._decode(row)
             plan = plan_send(current, now, self.limits)
             if isinstance(plan, Blocked):
+                assert row is not None  # only a stored state is blocked
                 self.lockout.put(_cache_id(contact.type_name, row.key), plan.until, now)
                 raise errors.key_blocked(contact.type_name, _when(plan.until))
             # A new row goes under the newest key; a row found under an older one is updated where it is.
@@ -98,10 +99,12 @@ class OtpService:
         else:
             raise ContentionError(contact.masked)
         channel = self.channels[contact.type]
+        code, expires_on = plan.state.code, plan.state.expires_on
+        assert code is not None and expires_on is not None  # a send always carries a live code
         message = Message(
             contact=contact,
-            code=plan.state.code,
-            minutes=max(1, round((plan.state.expires_on - now) / 60)) if plan.resend else self._minutes(),
+            code=code,
+            minutes=max(1, round((expires_on - now) / 60)) if plan.resend else self._minutes(),
             template_id=template_id,
             installation=self.installation,
             msgid=msgid,
@@ -156,6 +159,7 @@ class OtpService:
             row = self._load(contact.type_name, tokens)
             current = self._decode(row)
             verdict = check_code(current, offered, self._now(), self.limits)
+            assert row is not None  # check_code refuses a key without a row
             if self._write(contact, row.key, row, current, verdict.state):
                 break
             _back_off(round_)
@@ -178,6 +182,7 @@ class OtpService:
                 raise errors.key_already_in_use()
             return
         identifier = contact.identifier
+        assert identifier is not None  # Contact fills it in from the contact type when not given
         allowed = self._user_contacts(user_id).for_identifier(identifier)
         if contact.key in allowed:
             return
@@ -204,6 +209,7 @@ class OtpService:
         return Contact(identifier.contact_type, value, identifier)
 
     def _user_contacts(self, user_id: str) -> UserContacts:
+        assert self.directory is not None  # the callers return early without one
         try:
             contacts = self.directory.user_contacts(user_id)
         except DirectoryUnavailable as exc:
@@ -246,7 +252,7 @@ class OtpService:
         else:
             otp = self.keys.encrypt_code(state.code, type_, token)
         new_row = OtpRow(
-            type_, token, otp, *_shared_values(state),
+            type_, token, otp, *_shared_values(state),  # type: ignore[misc]  # attrgetter's tuple has no length
             version=1 if row is None else row.version + 1,
             expires_at=state.keep_until(self.limits),
         )

@@ -29,12 +29,14 @@ def build_channels(
     if settings.sms_channel == "twilio":
         from .twilio_sms import TwilioSmsChannel  # imported only when chosen: the console needs no twilio
 
+        assert settings.twilio is not None  # DeliverySettings.from_env reads them when the channel is twilio
         sms: Channel = TwilioSmsChannel(settings.twilio, templates)
     else:
         sms = dev_console()
     if settings.email_channel == "smtp":
         from .smtp_email import SmtpEmailChannel
 
+        assert settings.smtp is not None  # DeliverySettings.from_env reads them when the channel is smtp
         email: Channel = SmtpEmailChannel(settings.smtp, templates)
     else:
         email = dev_console()

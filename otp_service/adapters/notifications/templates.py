@@ -255,7 +255,7 @@ def _parse_entry(where: str, template_id: str, entry: Any, base: Template | None
     unknown = set(entry) - set(_FILE_KEYS)
     if unknown:
         raise ConfigError(f"{named}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(_FILE_KEYS)}")
-    given: dict[str, str] = {}
+    given: dict[str, Any] = {}  # texts by field; email_html may be None (below)
     for key, value in entry.items():
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{named}: {key} must be a non-empty string")
