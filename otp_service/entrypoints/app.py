@@ -210,7 +210,7 @@ def _register_request_log(app: Flask) -> None:
 
     @app.after_request
     def log_request(response):
-        state = g
+        state = g._get_current_object()  # once: see api._state
         req = request._get_current_object()
         seconds = time.perf_counter() - req.started
         rule = req.url_rule

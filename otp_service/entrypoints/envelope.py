@@ -95,13 +95,14 @@ def api_id() -> str:
 
 
 def respond(status: int = 200, result: dict | None = None, error: OtpError | None = None) -> Response:
-    msgid = g.msgid if "msgid" in g else current_msgid()
+    state = g._get_current_object()  # once: see api._state
+    msgid = state.msgid if "msgid" in state else current_msgid()
     err = error.err if error else ""
-    g.status = status
-    g.err = error.contract_err if error else ""  # logs and metrics count the contract's code on v1 and v2
+    state.status = status
+    state.err = error.contract_err if error else ""  # logs and metrics count the contract's code on v1 and v2
     body = {
-        "id": g.get("api_id", "api.otp"),
-        "ver": g.get("api_ver", "v1"),
+        "id": state.get("api_id", "api.otp"),
+        "ver": state.get("api_ver", "v1"),
         "ts": _now_timestamp(),
         "params": {
             "resmsgid": str(uuid.uuid4()),
