@@ -2,6 +2,9 @@
 
 - Expiry by time: every row has `expires_at`; reads ignore expired rows and writes replace them, so the result
   is the same as Cassandra's TTL. Expired rows are also purged now and then so the file does not grow.
+- Under gevent (the default gunicorn worker), a busy wait is `time.sleep`, which then yields to the worker's other
+  requests; SQLite's own busy handler, which would block the whole worker, is off (busy_timeout=0) once a
+  connection is set up.
 - Atomicity across threads and gunicorn workers: every conditional write is one statement
   (`UPDATE ... WHERE version = ?`, `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`), which SQLite runs
   under its database lock; WAL lets readers proceed meanwhile. One connection per thread and per process.
@@ -98,6 +101,20 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+def _per_thread():
+    """A `threading.local` of real threads. In a gevent worker the monkey-patched `threading.local` is one per
+    greenlet, so one per request: each request would open (and leave behind) its own connection. The greenlets of
+    one thread share its connection instead, which is safe: each statement is its own transaction, runs to its end
+    without yielding (the C call never switches greenlets), and a busy wait sleeps between statements, not in one."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return threading.local()
+    if monkey.is_object_patched("threading", "local"):
+        return monkey.get_original("threading", "local")()
+    return threading.local()
+
+
 class SqliteStore(Store):
     name = "sqlite"
 
@@ -105,7 +122,7 @@ class SqliteStore(Store):
         self.path = path
         self.busy_timeout = busy_timeout
         self.clock = clock
-        self._local = threading.local()
+        self._local = _per_thread()
         self._next_purge = 0.0
         self._purged_to = ("", "")  # (type, key) where the purge's walk over the otp table stands
         self._schema_ready = False
@@ -139,7 +156,7 @@ class SqliteStore(Store):
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.forks == _forks:
             conn.close()
-        self._local = threading.local()
+        self._local = _per_thread()
 
     def _run(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
         conn = self._conn()
