@@ -1,8 +1,16 @@
 """SMS through Twilio's Messages API, with the `twilio` package.
 
-Twilio's own HTTP client carries the timeout (connect and each read). The only change to it is an optional base
-URL (OTP_TWILIO_BASE_URL), applied through the client's `http_client` extension point, so that tests can put a
-stand-in of the API on 127.0.0.1 and exercise the real library end to end.
+Twilio's own HTTP client carries the timeout (connect and each read). It is built once per process and changed,
+through the client's `http_client` extension point, in what it would otherwise do per message or get wrong when
+hundreds of messages are in flight at once (the gevent worker):
+- an optional base URL (OTP_TWILIO_BASE_URL), so that tests can put a stand-in of the API on 127.0.0.1 and
+  exercise the real library end to end;
+- a connection pool as large as a worker's requests in flight (Twilio's client keeps 10 connections to a host, or
+  6 over https, and opens, uses once and drops one more for every message beyond, with a warning each time);
+- the proxy and CA variables of the environment read once, at start-up, instead of on every message (requests'
+  `trust_env`: a walk over the whole environment and the proxy rules per call);
+- its request and response log lines (ten INFO lines a message, formatted even when INFO is off) only when its
+  logger is on at INFO.
 
 A refusal is logged with Twilio's error code only: Twilio's error text may quote the phone number, so neither
 it nor the body (which holds the code) is ever logged or carried in the DeliveryError.
@@ -10,9 +18,12 @@ it nor the body (which holds the code) is ever logged or carried in the Delivery
 from __future__ import annotations
 
 import logging
+import os
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import requests.adapters
+import requests.utils
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -27,12 +38,34 @@ log = logging.getLogger("otp_service.delivery")
 _FAILED = frozenset({"failed", "undelivered", "canceled"})
 
 
+# Connections kept per host: at least a worker's requests in flight (workers.DEFAULT_MAX_IN_FLIGHT), so that none
+# is ever opened for one message and dropped. Idle ones cost a socket each; Twilio closes those it finds idle.
+POOL_SIZE = 500
+
+
 class BaseUrlHttpClient(TwilioHttpClient):
-    """Twilio's HTTP client, sending every request to `base_url` (scheme, host, port) instead of twilio.com."""
+    """Twilio's HTTP client, sending every request to `base_url` (scheme, host, port) instead of twilio.com, with a
+    pool for many messages at once and the environment's proxy and CA settings read once (see the docstring)."""
 
     def __init__(self, timeout: float, base_url: str | None = None):
         super().__init__(timeout=timeout)
         self.base_url = urlsplit(base_url) if base_url else None
+        session = self.session
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        target = base_url or "https://api.twilio.com"
+        self.proxy = requests.utils.get_environ_proxies(target)  # HTTPS_PROXY, NO_PROXY: as requests would find
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.trust_env = False
+
+    def log_request(self, kwargs):  # type: ignore[override]
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_request(kwargs)
+
+    def log_response(self, status_code, response):  # type: ignore[override]
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_response(status_code, response)
 
     def request(self, method, url, *args, **kwargs):  # type: ignore[override]
         if self.base_url is not None:
