@@ -89,6 +89,9 @@ class TwilioSmsChannel(Channel):
             edge=settings.edge,
             http_client=BaseUrlHttpClient(settings.timeout, settings.base_url),
         )
+        # The Messages resource, reached once here: the client imports its API modules (about a second of CPU) on
+        # first use, which would otherwise stall the worker's first message and every request it holds.
+        self.messages = self.client.messages
 
     def send(self, message: Message) -> None:
         created, failure = self._create(message)
@@ -106,7 +109,7 @@ class TwilioSmsChannel(Channel):
             body = self.templates.render_sms(
                 message.template_id, otp=message.code, minutes=message.minutes, installation=message.installation
             )
-            return self.client.messages.create(to=message.contact.key, body=body, **self._sender()), None
+            return self.messages.create(to=message.contact.key, body=body, **self._sender()), None
         except (TwilioRestException, TwilioServiceException) as exc:
             status, code = getattr(exc, "status", None), getattr(exc, "code", None)
             return None, (f"Twilio refused the message (HTTP {status})", code if code is not None else status)
