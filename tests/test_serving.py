@@ -124,7 +124,7 @@ def test_a_normal_client_is_served_while_200_slow_connections_are_held_and_the_s
         for conn in kinds["body"]:
             answer = _closed_by_server(conn)
             assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-            assert b'"err":"INVALID_REQUEST"' in answer
+            assert b'"err":"INVALID_REQUEST"' in answer and b"Request body was not received in time." in answer
         assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
     finally:
         stop.set()
@@ -173,3 +173,27 @@ def test_over_the_in_flight_bound_a_request_is_answered_503_with_retry_after_at_
         pool.shutdown(wait=False, cancel_futures=True)
         log = server.stop()
     assert "over the in-flight bound (5)" in log
+
+
+def test_the_master_imports_nothing_that_keeps_a_blocking_ssl_before_the_workers_patch(tmp_path):
+    """gevent patches `ssl` in each worker; a module that did `from ssl import ...` before (urllib3, so requests)
+    would keep the blocking originals. `otp-service serve` up to gunicorn's start, and the config and worker class
+    gunicorn loads in the master, must not import them."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys\n"
+        "from unittest import mock\n"
+        "from otp_service.entrypoints import cli, server\n"
+        "with mock.patch.object(server, 'run', return_value=0):\n"
+        "    assert cli.main(['serve', '--bind', '127.0.0.1:0']) == 0\n"
+        "runpy.run_path(str(server.PROJECT_CONFIG))\n"
+        "from gunicorn.util import load_class\n"
+        "load_class(server.BASE_OPTIONS['worker_class'])\n"
+        "print(sorted(m for m in ('urllib3', 'requests', 'twilio', 'cassandra.cluster') if m in sys.modules))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "OTP_SQLITE_PATH": str(tmp_path / "m.db"), "OTP_ENCRYPTION_KEYS": ENCRYPTION_KEY}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
