@@ -526,6 +526,18 @@ def provider_main(opts, parser) -> int:
     for run in bad:
         print(f"errors in the {run.target} run at {run.connections} connections: socket errors {run.socket_errors}, "
               f"timeouts {run.timeouts}, non-2xx {run.non_2xx}; first unexpected answer: {run.first_bad[:200]}")
+    for target, server in servers.items():  # what the servers said was wrong, whichever run it was in
+        warnings: dict[str, int] = {}
+        try:
+            for line in server.stderr_path.read_text(errors="replace").splitlines():
+                if '"level":"warning"' in line or '"level":"error"' in line:
+                    message = json.loads(line).get("message", "") if line.startswith("{") else line
+                    if not message.startswith("development:"):
+                        warnings[message[:120]] = warnings.get(message[:120], 0) + 1
+        except (OSError, ValueError):
+            pass
+        for message, count in sorted(warnings.items(), key=lambda item: -item[1])[:3]:
+            print(f"{target} logged {count} x: {message}")
     if opts.json:
         Path(opts.json).write_text(json.dumps({
             "mode": "provider-latency", "store": store, "options": vars(opts), "machine": info,
