@@ -457,26 +457,28 @@ def provider_main(opts, parser) -> int:
             for server in servers.values():
                 wrk(server.url, api_key, "new", 0, "-", numbers.take(), duration=max(1, opts.warmup),
                     connections=max(counts), threads=opts.threads)
-        for connections in counts:
-            for target in targets:
-                time.sleep(opts.pause)
-                server = servers[target]
-                cpu_before = server.cpu_seconds()[0]
-                raw = wrk(server.url, api_key, "new", 200, "-", numbers.take(), duration=opts.duration,
-                          connections=connections, threads=opts.threads)
-                cpu = server.cpu_seconds()[0] - cpu_before
-                seconds = raw["duration_us"] / 1e6
-                run = ProviderRun(
-                    target=target, connections=connections, requests=raw["requests"],
-                    rps=raw["requests"] / seconds if seconds else 0.0, p50_ms=raw["p50_us"] / 1000,
-                    p99_ms=raw["p99_us"] / 1000, socket_errors=raw["socket_errors"],
-                    timeouts=raw.get("timeouts", 0), non_2xx=raw["unexpected"],
-                    cpu_ms=1000 * cpu / raw["requests"] if raw["requests"] else 0.0, first_bad=raw["first_bad"],
-                )
-                runs.append(run)
-                say(f"bench: {connections} connections, {target}: {run.rps:.0f} req/s, p50 {run.p50_ms:.1f} ms, "
-                    f"p99 {run.p99_ms:.1f} ms, socket errors {run.socket_errors}, timeouts {run.timeouts}, "
-                    f"non-2xx {run.non_2xx}")
+        every: dict[tuple[int, str], list[ProviderRun]] = {}
+        for _round, connections, target in [(n, c, t) for n in range(opts.rounds) for c in counts for t in targets]:
+            time.sleep(opts.pause)
+            server = servers[target]
+            cpu_before = server.cpu_seconds()[0]
+            raw = wrk(server.url, api_key, "new", 200, "-", numbers.take(), duration=opts.duration,
+                      connections=connections, threads=opts.threads)
+            cpu = server.cpu_seconds()[0] - cpu_before
+            seconds = raw["duration_us"] / 1e6
+            run = ProviderRun(
+                target=target, connections=connections, requests=raw["requests"],
+                rps=raw["requests"] / seconds if seconds else 0.0, p50_ms=raw["p50_us"] / 1000,
+                p99_ms=raw["p99_us"] / 1000, socket_errors=raw["socket_errors"],
+                timeouts=raw.get("timeouts", 0), non_2xx=raw["unexpected"],
+                cpu_ms=1000 * cpu / raw["requests"] if raw["requests"] else 0.0, first_bad=raw["first_bad"],
+            )
+            every.setdefault((connections, target), []).append(run)
+            say(f"bench: {connections} connections, {target}: {run.rps:.0f} req/s, p50 {run.p50_ms:.1f} ms, "
+                f"p99 {run.p99_ms:.1f} ms, socket errors {run.socket_errors}, timeouts {run.timeouts}, "
+                f"non-2xx {run.non_2xx}")
+        # Each row is the run with the median req/s of its rounds (the lower middle one for an even count).
+        runs = [sorted(every[(c, t)], key=lambda r: r.rps)[(opts.rounds - 1) // 2] for c in counts for t in targets]
         load_after = os.getloadavg()
     finally:
         for server in servers.values():
@@ -486,7 +488,8 @@ def provider_main(opts, parser) -> int:
 
     workers = opts.workers if opts.workers is not None else "default"
     print(f"provider-latency mode: store={store}, workers={workers}, new key per request, wrk threads={opts.threads}, "
-          f"{opts.duration} s per run" + (f", {' '.join(opts.set)}" if opts.set else "") + "\n")
+          f"{opts.duration} s per run" + (f", median of {opts.rounds} interleaved rounds" if opts.rounds > 1 else "")
+          + (f", {' '.join(opts.set)}" if opts.set else "") + "\n")
     print(f"| connections | target | req/s | p50 ms | p99 ms | CPU ms/req | socket errors | timeouts | non-2xx |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:
@@ -522,7 +525,8 @@ def provider_main(opts, parser) -> int:
     print(f"machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}, Python {info['python']}, "
           f"gunicorn {info['gunicorn']}, {info['wrk']}")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
-    bad = [r for r in runs if r.requests == 0 or r.socket_errors or r.timeouts or r.non_2xx]
+    bad = [r for group in every.values() for r in group if r.requests == 0 or r.socket_errors or r.timeouts
+           or r.non_2xx]
     for run in bad:
         print(f"errors in the {run.target} run at {run.connections} connections: socket errors {run.socket_errors}, "
               f"timeouts {run.timeouts}, non-2xx {run.non_2xx}; first unexpected answer: {run.first_bad[:200]}")
@@ -543,12 +547,13 @@ def provider_main(opts, parser) -> int:
             "mode": "provider-latency", "store": store, "options": vars(opts), "machine": info,
             "load_before": load_before, "load_after": load_after, "standins": summaries,
             "runs": [asdict(r) for r in runs], "goals": verdicts,
+            "rounds": [asdict(r) for group in every.values() for r in group],
         }, indent=2))
     if opts.keep:
         print(f"working folder kept: {folder}")
     else:
         shutil.rmtree(folder, ignore_errors=True)
-    return 1 if any(r.requests == 0 for r in runs) else 0
+    return 1 if any(r.requests == 0 for group in every.values() for r in group) else 0
 
 
 # -- main --------------------------------------------------------------------------------------------------------------
