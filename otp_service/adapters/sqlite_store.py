@@ -127,6 +127,7 @@ class SqliteStore(Store):
         self._purged_to = ("", "")  # (type, key) where the purge's walk over the otp table stands
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        self._writer, self._writer_forks = threading.Lock(), _forks
 
     # -- connections ----------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -167,6 +168,20 @@ class SqliteStore(Store):
                 raise StoreUnavailable(f"sqlite: {exc}") from None
         return self._wait_and_retry(conn, sql, params)
 
+    def _write(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        """A write, one at a time in this process: SQLite takes one writer at a time anyway, and a queue here is fair
+        (first come, first served), where hundreds of greenlets polling SQLite's lock from several processes let an
+        unlucky one wait past `busy_timeout` (measured: 503s at 256 connections on 5 gevent workers). Waiting for
+        the queue counts against `busy_timeout` too. Reads never queue (WAL lets them run beside a writer)."""
+        if self._writer_forks != _forks:  # a lock held by another thread at a fork stays held in the child
+            self._writer, self._writer_forks = threading.Lock(), _forks
+        if not self._writer.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable("sqlite: database is locked")
+        try:
+            return self._run(sql, params)
+        finally:
+            self._writer.release()
+
     def _wait_and_retry(self, conn: sqlite3.Connection, sql: str, params: tuple | dict) -> sqlite3.Cursor:
         """Another connection holds the lock. Each statement is its own transaction, so one that met SQLITE_BUSY
         did nothing and can run again; try again after short random sleeps, for at most `busy_timeout`."""
@@ -201,19 +216,19 @@ class SqliteStore(Store):
 
     def insert_otp(self, row: OtpRow) -> bool:
         self._maybe_purge()
-        cursor = self._run(_INSERT_OTP, (*_otp_values(row), self.clock()))
+        cursor = self._write(_INSERT_OTP, (*_otp_values(row), self.clock()))
         return cursor.rowcount == 1
 
     def update_otp(self, row: OtpRow, expected_version: int) -> bool:
-        cursor = self._run(_UPDATE_OTP, (*_otp_values(row)[2:], row.type, row.key, expected_version, self.clock()))
+        cursor = self._write(_UPDATE_OTP, (*_otp_values(row)[2:], row.type, row.key, expected_version, self.clock()))
         return cursor.rowcount == 1
 
     def delete_otp(self, type_: str, key: str) -> None:
-        self._run("DELETE FROM otp WHERE type = ? AND key = ?", (type_, key))
+        self._write("DELETE FROM otp WHERE type = ? AND key = ?", (type_, key))
 
     # -- blocked keys ---------------------------------------------------------------------------------------------
     def block_key(self, row: BlockedRow) -> None:
-        self._run(
+        self._write(
             "INSERT INTO blocked_key (type, key, created_on, blocked_on, blocked_until) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (type, key) DO UPDATE SET created_on = excluded.created_on, "
             "blocked_on = excluded.blocked_on, blocked_until = excluded.blocked_until",
@@ -236,11 +251,11 @@ class SqliteStore(Store):
         after = self._purged_to
         end = self._run(_PURGE_SLICE_END, (*after, _PURGE_SLICE - 1)).fetchone()
         if end is not None:
-            self._run(_PURGE_SLICE_OTP, (*after, *end, now))
+            self._write(_PURGE_SLICE_OTP, (*after, *end, now))
             self._purged_to = (end[0], end[1])
             return
-        self._run(_PURGE_LAST_SLICE_OTP, (*after, now))
-        self._run("DELETE FROM blocked_key WHERE blocked_until <= ?", (now,))
+        self._write(_PURGE_LAST_SLICE_OTP, (*after, now))
+        self._write("DELETE FROM blocked_key WHERE blocked_until <= ?", (now,))
         self._purged_to = ("", "")
 
 
