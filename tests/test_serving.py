@@ -169,6 +169,13 @@ def test_over_the_in_flight_bound_a_request_is_answered_503_with_retry_after_at_
         holding_twilio.stop()  # the provider lets go (504): the held requests end, the worker takes new ones
         assert [f.result(timeout=120).status_code for f in held] == [502] * 5
         assert generate(server.url, unique_email(), "email", timeout=10).status_code == 200
+        refusals = {line.split(" ")[0]: line.split(" ")[1] for line in
+                    requests.get(f"{server.url}/metrics", timeout=10).text.splitlines()
+                    if line.startswith("otp_http_requests_total{") and 'status="503"' in line}
+        assert sorted(refusals.values()) == ["1.0", "1.0"], refusals  # the refused generate and the refused /health
+        assert all('err="SERVER_ERROR"' in labels for labels in refusals)
+        assert any('route="/v1/otp/generate"' in labels for labels in refusals)
+        assert any('route="/health"' in labels for labels in refusals)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         log = server.stop()

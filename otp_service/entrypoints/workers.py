@@ -98,6 +98,12 @@ class ServingLimits:
             "responseCode": response_code(503),
             "result": {},
         })
+        metrics = getattr(self.app, "extensions", {}).get("otp_metrics")
+        if metrics is not None:  # counted like any answer: otp_http_requests_total{status="503",err="SERVER_ERROR"}
+            path = environ.get("PATH_INFO", "")
+            method = environ.get("REQUEST_METHOD", "")
+            metrics.observe_request(path if path in _API_IDS else "<unmatched>",
+                                    method if method in ("GET", "POST") else "other", 503, failure.err, 0.0)
         start_response("503 SERVICE UNAVAILABLE", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             ("Retry-After", str(RETRY_AFTER_SECONDS)), ("X-Request-ID", msgid),
