@@ -204,3 +204,34 @@ def test_the_master_imports_nothing_that_keeps_a_blocking_ssl_before_the_workers
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
+def test_on_sigterm_a_request_waiting_on_the_provider_is_finished_before_the_server_exits(tmp_path, monkeypatch):
+    import signal
+
+    keep_traffic_local(monkeypatch)
+    standin = TwilioApiStandIn(ACCOUNT_SID, ACCOUNT_SID, AUTH_TOKEN, gather=2, hang_seconds=60).start()
+    env = twilio_env(standin.base_url, OTP_DELIVERY_TIMEOUT_SECONDS="90", OTP_ENCRYPTION_KEYS=ENCRYPTION_KEY, **LOCAL)
+    server = ServeProcess(tmp_path, workers=1, env=env)
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        server.wait_healthy()
+        held = pool.submit(generate, server.url, unique_phone(), "phone", 120)
+        deadline = time.monotonic() + 60
+        while not standin.received() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(standin.received()) == 1  # in flight, waiting on the provider
+
+        server.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while not any("Handling signal: term" in line for line in server.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.proc.poll() is None  # still running: the worker waits for its request
+        standin.release()
+        assert held.result(timeout=60).status_code == 200  # finished within OTP_GRACEFUL_TIMEOUT_SECONDS
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        server.stop()
+        standin.stop()

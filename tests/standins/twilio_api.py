@@ -53,6 +53,12 @@ class TwilioApiStandIn(HttpStandIn):
         self._gathered = threading.Condition()
         self._released_all = False
 
+    def release(self) -> None:
+        """Answer every held message now, however many are waiting."""
+        with self._gathered:
+            self._released_all = True
+            self._gathered.notify_all()
+
     def _wait_for_the_others(self) -> None:
         """Hold this request until `gather` are held (then release them all), or `hang_seconds` at most."""
         with self._gathered:
