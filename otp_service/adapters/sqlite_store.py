@@ -101,6 +101,10 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+class _LockedTooLong(StoreUnavailable):
+    """Another connection held the write lock for all of `busy_timeout`."""
+
+
 def _per_thread():
     """A `threading.local` of real threads. In a gevent worker the monkey-patched `threading.local` is one per
     greenlet, so one per request: each request would open (and leave behind) its own connection. The greenlets of
@@ -185,7 +189,7 @@ class SqliteStore(Store):
                 raise StoreUnavailable("sqlite: database is locked")
             try:
                 return self._run(sql, params)
-            except StoreUnavailable:
+            except _LockedTooLong:
                 self._gave_up_at = time.monotonic()
                 raise
 
@@ -197,7 +201,7 @@ class SqliteStore(Store):
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StoreUnavailable("sqlite: database is locked")
+                raise _LockedTooLong("sqlite: database is locked")
             time.sleep(min(random.uniform(ceiling / 2, ceiling), left))
             ceiling = min(ceiling * 2, _LONGEST_WAIT)
             try:
