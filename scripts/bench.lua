@@ -116,9 +116,10 @@ function done(summary, latency, requests)
    local e = summary.errors
    io.write(string.format(
       'BENCH_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, ' ..
-      '"max_us": %d, "ok": %d, "unexpected": %d, "exhausted": %d, "socket_errors": %d, "first_bad": "%s"}\n',
+      '"max_us": %d, "ok": %d, "unexpected": %d, "exhausted": %d, "socket_errors": %d, "timeouts": %d, ' ..
+      '"first_bad": "%s"}\n',
       summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
       latency:percentile(99), latency.max, total_ok, total_bad, total_exhausted,
-      e.connect + e.read + e.write + e.timeout,
+      e.connect + e.read + e.write + e.timeout, e.timeout,
       (bad:gsub('[%c"\\]', " "))))
 end

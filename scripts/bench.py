@@ -2,6 +2,7 @@
 
     python3 scripts/bench.py                       # 2 workers, 16 connections, 10 s per scenario, embedded store
     python3 scripts/bench.py --duration 5 --scenarios new,right --json out.json
+    python3 scripts/bench.py --provider-latency 300  # the Twilio channel against a slow provider (see below)
 
 In one run it starts, on 127.0.0.1:
 - the service: `otp-service serve --bind ... --workers N` (gunicorn.conf.py, the console channel, its own fresh
@@ -27,6 +28,13 @@ With Cassandra (OTP_CASSANDRA_CONTACT_POINTS set; `scripts/cassandra start` runs
 measured just before every service run, scripts/bench_cassandra.py: one lightweight transaction per request from the
 cassandra-driver alone, as many in flight as wrk has connections, from this machine; a second table gives each
 scenario's rate as a share of it (goal 0.35).
+
+Provider-latency mode (--provider-latency N): the default serving setup (gunicorn.conf.py, the default worker count
+unless --workers is given) with the real Twilio channel against scripts/twilio_standin.py (asyncio, answers 201
+after N ms, never the bottleneck), in the same run as the same stand-in at 0 ms and as the console channel, each
+its own service with its own store; generate with a new key per request, at each of --provider-connections (32
+and 256 keep-alive connections). Printed per connection count: req/s, p50, p99, socket errors, timeouts and
+non-2xx answers of each, and the ratios N ms / 0 ms and 0 ms / console against the goals (docs/BENCHMARKS.md).
 
 Printed: requests per second, p50 and p99 latency (wrk's, per request, in ms) for each, and the service's share of
 the ceiling's requests per second; then, per scenario, each server's CPU per request split into user and system
@@ -374,12 +382,233 @@ def cassandra_table(scenarios: list[str], lwt_rounds: dict[str, list], opts) -> 
     return head + "\n".join(rows) + "\n" + ("\n" + "\n".join(every) + "\n" if every else "")
 
 
+# -- provider-latency mode ----------------------------------------------------------------------------------------------
+PROVIDER_GOAL_RATIO = 0.9  # 256 connections: N ms provider's req/s over the 0 ms provider's
+PROVIDER_GOAL_P99_MS = 450.0  # 32 connections: p99 with the N ms provider
+TWILIO_GOAL_RATIO = 0.6  # the 0 ms provider's req/s over the console channel's
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+
+
+class StandIn:
+    """scripts/twilio_standin.py in its own process group."""
+
+    def __init__(self, delay_ms: float, folder: Path):
+        self.delay_ms = delay_ms
+        self.out_path = folder / f"standin-{delay_ms:g}ms.out"
+        with open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, str(SCRIPTS / "twilio_standin.py"), "--delay-ms",
+                                          str(delay_ms)], stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.out_path.read_text())
+            if found:
+                self.port = int(found.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise SystemExit(f"bench: the Twilio stand-in did not start; see {self.out_path}")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        found = re.search(r"served (\d+) most-waiting (\d+)", self.out_path.read_text())
+        return f"served {found.group(1)}, most held at once {found.group(2)}" if found else "no summary"
+
+
+@dataclass
+class ProviderRun:
+    target: str  # console | provider-0ms | provider-Nms
+    connections: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    socket_errors: int
+    timeouts: int
+    non_2xx: int
+    cpu_ms: float
+    first_bad: str = ""
+
+
+def provider_main(opts, parser) -> int:
+    """Provider-latency mode (see the module docstring)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench: wrk is not installed (apt-get install -y wrk)")
+    try:
+        counts = [int(c) for c in opts.provider_connections.split(",") if c.strip()]
+    except ValueError:
+        parser.error("--provider-connections wants numbers, e.g. 32,256")
+    if not counts or min(counts) < opts.threads or opts.provider_latency < 0:
+        parser.error("--provider-connections must each be at least --threads; --provider-latency at least 0")
+    folder = Path(tempfile.mkdtemp(prefix="otp-bench-provider-"))
+    api_key = secrets.token_urlsafe(24)
+    cassandra = bool(os.environ.get("OTP_CASSANDRA_CONTACT_POINTS", "").strip())
+    store = "cassandra" if cassandra else "sqlite"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTP_", "PROMETHEUS_MULTIPROC_DIR"))
+            or k.startswith("OTP_CASSANDRA_")}
+    base.update(PYTHONUNBUFFERED="1", OTP_ENV="development", OTP_API_KEYS=hashlib.sha256(api_key.encode()).hexdigest(),
+                OTP_EMAIL_CHANNEL="console", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    for assignment in opts.set:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            parser.error(f"--set wants NAME=VALUE, got {assignment!r}")
+        base[name] = value
+    if cassandra:
+        from otp_service.adapters.crypto import new_key
+
+        base.update(OTP_STORE="cassandra", OTP_ENCRYPTION_KEYS=new_key())
+        migrate = subprocess.run([sys.executable, "-m", "otp_service.entrypoints.cli", "migrate"], env=base, cwd=ROOT,
+                                 capture_output=True, text=True)
+        if migrate.returncode != 0:
+            raise SystemExit(f"bench: otp-service migrate failed:\n{migrate.stdout}{migrate.stderr}")
+    slow_name = f"provider-{opts.provider_latency:g}ms"
+    targets = ["console", "provider-0ms", slow_name]
+    standins: list[StandIn] = []
+    servers: dict[str, Server] = {}
+    summaries: dict[str, str] = {}
+    load_before = os.getloadavg()
+    info = machine()
+    runs: list[ProviderRun] = []
+    try:
+        fast, slow = StandIn(0, folder), StandIn(opts.provider_latency, folder)
+        standins += [fast, slow]
+        for target, standin in (("console", None), ("provider-0ms", fast), (slow_name, slow)):
+            env = dict(base, OTP_SQLITE_PATH=str(folder / f"{target}.db"))
+            if standin is None:
+                env["OTP_SMS_CHANNEL"] = "console"
+            else:
+                env.update(OTP_SMS_CHANNEL="twilio", OTP_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+                           OTP_TWILIO_AUTH_TOKEN="bench-auth-token", OTP_TWILIO_FROM_NUMBER="+14155550100",
+                           OTP_TWILIO_BASE_URL=f"http://127.0.0.1:{standin.port}")
+            argv = [sys.executable, "-m", "otp_service.entrypoints.cli", "serve", "--bind",
+                    f"127.0.0.1:{(port := free_port())}"]
+            if opts.workers is not None:
+                argv += ["--workers", str(opts.workers)]
+            servers[target] = Server(target, argv, env, folder, port)
+        for server in servers.values():
+            server.wait_ready()
+        say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+        say(f"bench: provider-latency mode, {store} store, working folder {folder}, "
+            f"load average {load_before[0]:.2f}")
+        numbers = Runs()
+        if opts.warmup:
+            for server in servers.values():
+                wrk(server.url, api_key, "new", 0, "-", numbers.take(), duration=max(1, opts.warmup),
+                    connections=max(counts), threads=opts.threads)
+        every: dict[tuple[int, str], list[ProviderRun]] = {}
+        for _round, connections, target in [(n, c, t) for n in range(opts.rounds) for c in counts for t in targets]:
+            time.sleep(opts.pause)
+            server = servers[target]
+            cpu_before = server.cpu_seconds()[0]
+            raw = wrk(server.url, api_key, "new", 200, "-", numbers.take(), duration=opts.duration,
+                      connections=connections, threads=opts.threads)
+            cpu = server.cpu_seconds()[0] - cpu_before
+            seconds = raw["duration_us"] / 1e6
+            run = ProviderRun(
+                target=target, connections=connections, requests=raw["requests"],
+                rps=raw["requests"] / seconds if seconds else 0.0, p50_ms=raw["p50_us"] / 1000,
+                p99_ms=raw["p99_us"] / 1000, socket_errors=raw["socket_errors"],
+                timeouts=raw.get("timeouts", 0), non_2xx=raw["unexpected"],
+                cpu_ms=1000 * cpu / raw["requests"] if raw["requests"] else 0.0, first_bad=raw["first_bad"],
+            )
+            every.setdefault((connections, target), []).append(run)
+            say(f"bench: {connections} connections, {target}: {run.rps:.0f} req/s, p50 {run.p50_ms:.1f} ms, "
+                f"p99 {run.p99_ms:.1f} ms, socket errors {run.socket_errors}, timeouts {run.timeouts}, "
+                f"non-2xx {run.non_2xx}")
+        # Each row is the run with the median req/s of its rounds (the lower middle one for an even count).
+        runs = [sorted(every[(c, t)], key=lambda r: r.rps)[(opts.rounds - 1) // 2] for c in counts for t in targets]
+        load_after = os.getloadavg()
+    finally:
+        for server in servers.values():
+            server.stop()
+        for standin in standins:
+            summaries[f"stand-in {standin.delay_ms:g} ms"] = standin.stop()
+
+    workers = opts.workers if opts.workers is not None else "default"
+    print(f"provider-latency mode: store={store}, workers={workers}, new key per request, wrk threads={opts.threads}, "
+          f"{opts.duration} s per run" + (f", median of {opts.rounds} interleaved rounds" if opts.rounds > 1 else "")
+          + (f", {' '.join(opts.set)}" if opts.set else "") + "\n")
+    print(f"| connections | target | req/s | p50 ms | p99 ms | CPU ms/req | socket errors | timeouts | non-2xx |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for run in runs:
+        print(f"| {run.connections} | {run.target} | {run.rps:.0f} | {run.p50_ms:.1f} | {run.p99_ms:.1f} | "
+              f"{run.cpu_ms:.2f} | {run.socket_errors} | {run.timeouts} | {run.non_2xx} |")
+    print()
+    print(f"| connections | {opts.provider_latency:g} ms / 0 ms req/s | 0 ms / console req/s | "
+          f"p99 at {opts.provider_latency:g} ms |")
+    print("|---:|---:|---:|---:|")
+    by = {(r.connections, r.target): r for r in runs}
+    verdicts: list[str] = []
+    for connections in counts:
+        console, fast_run, slow_run = (by[(connections, t)] for t in targets)
+        slow_ratio = slow_run.rps / fast_run.rps if fast_run.rps else 0.0
+        twilio_ratio = fast_run.rps / console.rps if console.rps else 0.0
+        print(f"| {connections} | {slow_ratio:.2f} | {twilio_ratio:.2f} | {slow_run.p99_ms:.0f} ms |")
+        clean = all(r.socket_errors == r.timeouts == r.non_2xx == 0 for r in (console, fast_run, slow_run))
+        if connections >= 256:
+            verdicts.append(f"{connections} connections: {opts.provider_latency:g} ms / 0 ms = {slow_ratio:.2f} "
+                            f"(goal >= {PROVIDER_GOAL_RATIO}) and no errors: "
+                            + ("met" if slow_ratio >= PROVIDER_GOAL_RATIO and clean else "MISSED"))
+        if connections <= 32:
+            verdicts.append(f"{connections} connections: p99 at {opts.provider_latency:g} ms = "
+                            f"{slow_run.p99_ms:.0f} ms (goal <= {PROVIDER_GOAL_P99_MS:.0f} ms): "
+                            + ("met" if slow_run.p99_ms <= PROVIDER_GOAL_P99_MS else "MISSED"))
+        verdicts.append(f"{connections} connections: 0 ms / console = {twilio_ratio:.2f} (goal >= "
+                        f"{TWILIO_GOAL_RATIO}): " + ("met" if twilio_ratio >= TWILIO_GOAL_RATIO else "MISSED"))
+    print()
+    for verdict in verdicts:
+        print("goal: " + verdict)
+    for name, summary in summaries.items():
+        print(f"{name}: {summary}")
+    print(f"machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}, Python {info['python']}, "
+          f"gunicorn {info['gunicorn']}, {info['wrk']}")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    bad = [r for group in every.values() for r in group if r.requests == 0 or r.socket_errors or r.timeouts
+           or r.non_2xx]
+    for run in bad:
+        print(f"errors in the {run.target} run at {run.connections} connections: socket errors {run.socket_errors}, "
+              f"timeouts {run.timeouts}, non-2xx {run.non_2xx}; first unexpected answer: {run.first_bad[:200]}")
+    for target, server in servers.items():  # what the servers said was wrong, whichever run it was in
+        warnings: dict[str, int] = {}
+        try:
+            for line in server.stderr_path.read_text(errors="replace").splitlines():
+                if '"level":"warning"' in line or '"level":"error"' in line:
+                    message = json.loads(line).get("message", "") if line.startswith("{") else line
+                    if not message.startswith("development:"):
+                        warnings[message[:120]] = warnings.get(message[:120], 0) + 1
+        except (OSError, ValueError):
+            pass
+        for message, count in sorted(warnings.items(), key=lambda item: -item[1])[:3]:
+            print(f"{target} logged {count} x: {message}")
+    if opts.json:
+        Path(opts.json).write_text(json.dumps({
+            "mode": "provider-latency", "store": store, "options": vars(opts), "machine": info,
+            "load_before": load_before, "load_after": load_after, "standins": summaries,
+            "runs": [asdict(r) for r in runs], "goals": verdicts,
+            "rounds": [asdict(r) for group in every.values() for r in group],
+        }, indent=2))
+    if opts.keep:
+        print(f"working folder kept: {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    return 1 if any(r.requests == 0 for group in every.values() for r in group) else 0
+
+
 # -- main --------------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per run (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of both servers (default 2)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn workers of every server (default 2; with --provider-latency, the service's "
+                             "default: 2 x CPUs + 1, at most 8)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2, at most 9)")
     parser.add_argument("--scenarios", default="new,resend,wrong,right",
                         help=f"comma-separated, from {','.join(SCENARIOS)} (default all)")
@@ -398,7 +627,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="record each worker with py-spy (--gil) during every run, raw files into DIR "
                              "(summarise with scripts/profile_report.py); costs some throughput")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, console output, db)")
+    parser.add_argument("--provider-latency", type=float, default=None, metavar="MS",
+                        help="provider-latency mode: the Twilio channel against a stand-in answering after MS ms, "
+                             "beside the stand-in at 0 ms and the console channel")
+    parser.add_argument("--provider-connections", default="32,256",
+                        help="provider-latency mode: comma-separated connection counts (default 32,256)")
     opts = parser.parse_args(argv)
+    if opts.provider_latency is not None:
+        return provider_main(opts, parser)
+    if opts.workers is None:
+        opts.workers = 2
     scenarios = [s.strip() for s in opts.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown or not scenarios:

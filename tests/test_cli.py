@@ -79,7 +79,7 @@ def test_serve_runs_gunicorn_workers_that_share_one_development_key(tmp_path):
             try:
                 if requests.get(f"{url}/health", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or a worker still booting on a busy machine
                 time.sleep(0.2)
         statuses = {
             requests.post(f"{url}/v1/otp/generate", json={"request": {"key": "dev@example.com", "type": "email"}},

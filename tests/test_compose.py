@@ -209,7 +209,8 @@ def test_the_build_context_holds_no_database_key_or_repository():
 @pytest.fixture
 def clean_env(monkeypatch):
     for name in ("OTP_BIND", "OTP_WORKERS", "OTP_THREADS", "OTP_WORKER_TIMEOUT_SECONDS", "OTP_GRACEFUL_TIMEOUT_SECONDS",
-                 "OTP_KEEPALIVE_SECONDS", "OTP_ACCESS_LOG", "OTP_LOG_LEVEL", "OTP_GUNICORN_CONFIG"):
+                 "OTP_KEEPALIVE_SECONDS", "OTP_WORKER_CLASS", "OTP_WORKER_CONNECTIONS", "OTP_MAX_IN_FLIGHT",
+                 "OTP_BODY_READ_TIMEOUT_SECONDS", "OTP_ACCESS_LOG", "OTP_LOG_LEVEL", "OTP_GUNICORN_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -233,13 +234,18 @@ def test_serve_loads_gunicorn_conf_and_its_variables(clean_env):
     app = server.OtpServer({"bind": "127.0.0.1:0", "workers": None}, server.config_file())
     cfg = app.cfg
     assert (cfg.workers, cfg.threads, cfg.timeout, cfg.graceful_timeout) == (3, 6, 45, 20)
-    assert cfg.worker_class_str == "gthread" and cfg.preload_app is False
+    assert cfg.worker_class_str == "otp_service.entrypoints.workers.GeventWorker" and cfg.preload_app is False
+    assert cfg.worker_connections == 1000
     assert cfg.logger_class is server.JsonLogger and cfg.accesslog == "-"
     assert cfg.settings["child_exit"].get() is server.child_exit
     assert cfg.settings["on_starting"].get() is server.on_starting
     assert cfg.address == [("127.0.0.1", 0)]  # --bind wins over the file
     workers = server.OtpServer({"bind": "127.0.0.1:0", "workers": 2}, server.config_file()).cfg.workers
     assert workers == 2  # and so does --workers
+    clean_env.setenv("OTP_WORKER_CLASS", "gthread")
+    clean_env.setenv("OTP_WORKER_CONNECTIONS", "300")
+    cfg = server.OtpServer({"bind": "127.0.0.1:0", "workers": None}, server.config_file()).cfg
+    assert cfg.worker_class_str == "gthread" and cfg.worker_connections == 300
 
 
 def test_a_bad_server_variable_stops_serve_naming_it(clean_env, capsys):
@@ -248,6 +254,13 @@ def test_a_bad_server_variable_stops_serve_naming_it(clean_env, capsys):
         runpy.run_path(str(server.PROJECT_CONFIG))
     assert main(["serve", "--bind", "127.0.0.1:0"]) == 2
     assert "OTP_WORKERS" in capsys.readouterr().err
+    clean_env.delenv("OTP_WORKERS")
+    for name, bad in (("OTP_MAX_IN_FLIGHT", "0"), ("OTP_BODY_READ_TIMEOUT_SECONDS", "soon"),
+                      ("OTP_WORKER_CLASS", "sync"), ("OTP_KEEPALIVE_SECONDS", "0")):
+        clean_env.setenv(name, bad)
+        with pytest.raises(ConfigError, match=name):
+            runpy.run_path(str(server.PROJECT_CONFIG))
+        clean_env.delenv(name)
 
 
 def test_a_named_config_file_that_is_missing_stops_serve(clean_env, tmp_path, capsys):

@@ -111,6 +111,45 @@ def test_the_email_arrives_over_starttls_after_login_with_a_text_and_an_html_bod
     assert server.logins == [(USER, True)]
 
 
+def test_messages_in_a_row_share_one_kept_connection_with_its_tls_and_its_login(smtp_server, pki):
+    server = smtp_server(security="starttls")
+    channel = email_channel(smtp_env(server.port, pki))
+    for n in range(3):
+        channel.send(message(code=f"86204{n}"))
+    received = server.messages()
+    assert [r.rcpt_tos for r in received] == [[EMAIL]] * 3 and all(r.tls and r.login == USER for r in received)
+    assert [parts(r.message)[0].split(" is ")[1][:6] for r in received] == ["862040", "862041", "862042"]
+    assert server.logins == [(USER, True)]  # one session: one handshake, one AUTH
+    channel.close()
+
+
+def test_a_kept_connection_that_died_is_replaced_and_the_message_still_goes(smtp_server, pki):
+    import socket
+
+    server = smtp_server(security="starttls")
+    channel = email_channel(smtp_env(server.port, pki))
+    channel.send(message())
+    [(kept, _, _)] = channel._idle
+    kept.sock.shutdown(socket.SHUT_RDWR)  # the link is gone (a server restart, a NAT that forgot it)
+
+    channel.send(message())
+
+    assert len(server.messages()) == 2 and server.logins == [(USER, True), (USER, True)]
+    channel.close()
+
+
+def test_a_connection_idle_too_long_is_not_reused(smtp_server, pki, monkeypatch):
+    from otp_service.adapters.notifications import smtp_email
+
+    monkeypatch.setattr(smtp_email, "KEEP_IDLE_SECONDS", 0.0)
+    server = smtp_server(security="starttls")
+    channel = email_channel(smtp_env(server.port, pki))
+    channel.send(message())
+    channel.send(message())
+    assert len(server.messages()) == 2 and server.logins == [(USER, True), (USER, True)]
+    channel.close()
+
+
 def test_the_email_arrives_over_implicit_tls(smtp_server, pki):
     server = smtp_server(security="ssl")
 

@@ -164,7 +164,7 @@ def free_port() -> int:
 class ServeProcess:
     """`otp-service serve` in a subprocess on 127.0.0.1, its JSON log lines collected as they come."""
 
-    def __init__(self, tmp_path: Path, *, workers: int = 2, env: dict[str, str] | None = None,
+    def __init__(self, tmp_path: Path, *, workers: int | None = 2, env: dict[str, str] | None = None,
                  argv: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -177,7 +177,7 @@ class ServeProcess:
         )
         full_env.update(env or {})
         command = argv or [sys.executable, "-m", "otp_service.entrypoints.cli", "serve",
-                           "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
+                           "--bind", f"127.0.0.1:{self.port}", *(["--workers", str(workers)] if workers else [])]
         self.proc = subprocess.Popen(command, cwd=tmp_path, env=full_env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []

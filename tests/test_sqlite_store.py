@@ -98,3 +98,40 @@ def test_a_forked_child_opens_its_own_connection_and_never_uses_the_parents(tmp_
     assert (fresh, wrote, read) == (True, True, True)
     assert store._conn() is parent_conn  # the parent keeps its own
     assert store.get_otp("email", "child") is not None
+
+
+def test_writes_queued_behind_one_that_found_the_database_locked_fail_with_it(tmp_path):
+    """Writes of one process queue (first come, first served); when the one at the head gives up after
+    busy_timeout, the ones behind it fail too instead of each waiting busy_timeout again in turn."""
+    import threading
+    import time
+
+    from otp_service.adapters.store import StoreUnavailable
+
+    path = str(tmp_path / "queue.db")
+    store = SqliteStore(path, busy_timeout=2.0)
+    store.open()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+    outcomes: list[str] = []
+    started = time.monotonic()
+
+    def write(n):
+        try:
+            store.insert_otp(row(key=f"queued-{n}"))
+            outcomes.append("written")
+        except StoreUnavailable:
+            outcomes.append("unavailable")
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    try:
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(30)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert outcomes == ["unavailable"] * 4
+    assert time.monotonic() - started < 3 * 2.0  # about one busy_timeout in all; in turn it would be four
+    assert store.insert_otp(row(key="after"))  # and the next write, once the lock is gone, goes through

@@ -88,6 +88,7 @@ def build_cluster(settings: CassandraSettings) -> Cluster:
         tls = ssl.create_default_context(cafile=settings.tls_ca_file)
     return Cluster(
         contact_points=list(settings.contact_points),
+        connection_class=connection_class(),
         port=settings.port,
         auth_provider=auth,
         ssl_context=tls,
@@ -95,6 +96,20 @@ def build_cluster(settings: CassandraSettings) -> Cluster:
         connect_timeout=settings.connect_timeout,
         control_connection_timeout=settings.connect_timeout,
     )
+
+
+def connection_class():
+    """The driver's gevent connection in a gevent-patched process (the default gunicorn worker), so a query waits
+    in its greenlet while the worker serves others; otherwise the driver's own default (None)."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return None
+    if not monkey.is_module_patched("socket"):
+        return None
+    from cassandra.io.geventreactor import GeventConnection
+
+    return GeventConnection
 
 
 def _ms(seconds: float | None) -> int | None:

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping
 from urllib.parse import quote, urlsplit
 
-import requests
-
 from ..envreader import ConfigError, EnvReader
 from ..domain.contacts import (
     ContactType,
@@ -225,7 +223,10 @@ class HttpUserDirectory(UserDirectory):
             raise ValueError("HttpUserDirectory needs a base URL")
         self.settings = settings
         self.cache = TtlCache(settings.cache_size, settings.cache_ttl, clock)
-        self._local = threading.local()  # one requests.Session per thread: Session is not documented thread-safe
+        # Idle sessions, each used by one call at a time (Session is not documented thread-safe), so there are as
+        # many as calls were ever in flight at once and each keeps its connection. (A thread-local would, under the
+        # gevent worker, be one per greenlet, so one new session and connection per request.)
+        self._idle: list = []
 
     def describe(self) -> str:
         s = self.settings
@@ -275,17 +276,16 @@ class HttpUserDirectory(UserDirectory):
         return contacts
 
     # -- HTTP ----------------------------------------------------------------------------------------------------
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            # No proxy variables, no ~/.netrc: the user service is an internal peer, and netrc would replace the
-            # bearer token.
-            session.trust_env = False
-            session.headers.update({"Accept": "application/json", "User-Agent": "otp-service"})
-            if self.settings.token:
-                session.headers["Authorization"] = f"Bearer {self.settings.token}"
-            self._local.session = session
+    def _new_session(self):
+        import requests  # here, not at the top: the gunicorn master must not import urllib3 before gevent patches ssl
+
+        session = requests.Session()
+        # No proxy variables, no ~/.netrc: the user service is an internal peer, and netrc would replace the
+        # bearer token.
+        session.trust_env = False
+        session.headers.update({"Accept": "application/json", "User-Agent": "otp-service"})
+        if self.settings.token:
+            session.headers["Authorization"] = f"Bearer {self.settings.token}"
         return session
 
     def _get(self, path: str, what: str) -> tuple[int, Any]:
@@ -294,11 +294,17 @@ class HttpUserDirectory(UserDirectory):
         `requests` bounds the connect and each read by the timeout; the body is read against one deadline too,
         so a server that trickles bytes cannot hold the request for longer than about twice the timeout.
         """
+        import requests
+
         timeout = self.settings.timeout
         deadline = time.monotonic() + 2 * timeout
         url = self.settings.base_url + path
         try:
-            with self._session().get(url, timeout=(timeout, timeout), stream=True, allow_redirects=False) as resp:
+            session = self._idle.pop()
+        except IndexError:
+            session = self._new_session()
+        try:
+            with session.get(url, timeout=(timeout, timeout), stream=True, allow_redirects=False) as resp:
                 chunks, size = [], 0
                 for chunk in resp.iter_content(16 * 1024):
                     chunks.append(chunk)
@@ -313,6 +319,8 @@ class HttpUserDirectory(UserDirectory):
             raise DirectoryUnavailable(f"{what}: no answer within {timeout:g}s") from None
         except requests.RequestException as exc:
             raise DirectoryUnavailable(f"{what}: {type(exc).__name__}") from None
+        finally:
+            self._idle.append(session)  # a session whose call failed is still sound: requests drops a bad connection
         try:
             body = json.loads(raw) if raw else None
         except ValueError:

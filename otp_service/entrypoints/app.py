@@ -165,6 +165,8 @@ def _from_http(error: HTTPException) -> OtpError:
         return errors.resource_not_found(_shown_path())
     if status == 405:
         return errors.invalid_request(f"Method {request.method} is not allowed on this route.", 405)
+    if status == 408:  # workers.DeadlineInput: the body did not arrive within OTP_BODY_READ_TIMEOUT_SECONDS
+        return errors.invalid_request("Request body was not received in time.", 408)
     if status == 413:
         return errors.invalid_request(f"Request body is larger than {MAX_BODY_BYTES // 1024} KiB.", 413)
     if status == 415:

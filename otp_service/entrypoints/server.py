@@ -241,9 +241,11 @@ class JsonLogger(Logger):
 
 # -- the application -----------------------------------------------------------------------------------------------------
 # What serve runs with when no gunicorn.conf.py is found; gunicorn.conf.py states the same values (a test checks).
+WORKER_CLASSES = {"gevent": "otp_service.entrypoints.workers.GeventWorker", "gthread": "gthread"}
 BASE_OPTIONS: dict = {
-    "worker_class": "gthread",
-    "threads": 4,
+    "worker_class": WORKER_CLASSES["gevent"],  # see workers.py: hundreds of requests in flight per worker
+    "worker_connections": 1000,
+    "threads": 4,  # gthread only
     "timeout": 30,
     "graceful_timeout": 20,
     "keepalive": 5,

@@ -7,6 +7,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the listen backlog: a service sends hundreds of requests at once (socketserver: 5)
+
+
 class HttpStandIn:
     """Base of the stand-in dataclasses, which declare `requests` (a list) and `hang_seconds`, and answer in
     `_handle(handler)`. Start with `start()` (or `with`); `root_url` is then http://127.0.0.1:<port>."""
@@ -36,7 +40,7 @@ class HttpStandIn:
             def log_message(self, *args):  # keep pytest's output clean
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, args=(0.05,), name=self.thread_name, daemon=True).start()
         return self

@@ -3,12 +3,15 @@
 It answers POST /2010-04-01/Accounts/{AccountSid}/Messages.json as Twilio does: Basic auth (401 with code 20003
 when the credentials are not the ones it was given), a form-encoded To/From/MessagingServiceSid/Body, and a 201
 with the message's JSON. A test can make it refuse (400 with a Twilio error code), fail (500) or hang, and reads
-back every request it received.
+back every request it received. With `gather=N` it holds every accepted message until N are waiting at once, then
+answers them all (`most_waiting` says how many were held together): proof of how many requests the service
+keeps in flight.
 """
 from __future__ import annotations
 
 import base64
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -39,8 +42,33 @@ class TwilioApiStandIn(HttpStandIn):
     error_code: int = 21211  # Twilio's "invalid To number"
     hang_seconds: float = 5.0  # an upper bound, so that a forgotten hang cannot stall the suite
     requests: list[ReceivedRequest] = field(default_factory=list)
+    gather: int = 0  # hold accepted messages until this many wait at once (0: answer each at once)
+    most_waiting: int = 0
 
     thread_name = "twilio-standin"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._waiting = 0
+        self._gathered = threading.Condition()
+        self._released_all = False
+
+    def release(self) -> None:
+        """Answer every held message now, however many are waiting."""
+        with self._gathered:
+            self._released_all = True
+            self._gathered.notify_all()
+
+    def _wait_for_the_others(self) -> None:
+        """Hold this request until `gather` are held (then release them all), or `hang_seconds` at most."""
+        with self._gathered:
+            self._waiting += 1
+            self.most_waiting = max(self.most_waiting, self._waiting)
+            if self._waiting >= self.gather:
+                self._released_all = True
+                self._gathered.notify_all()
+            self._gathered.wait_for(lambda: self._released_all, timeout=self.hang_seconds)
+            self._waiting -= 1
 
     @property
     def base_url(self) -> str:
@@ -78,6 +106,8 @@ class TwilioApiStandIn(HttpStandIn):
         if "To" not in form or "Body" not in form or sender_missing:
             return answer(h, 400, {"code": 21603 if sender_missing else 21604,
                                     "message": "A required parameter is missing", "status": 400})
+        if self.gather:
+            self._wait_for_the_others()
         status = "failed" if self.mode == "queued-failed" else "queued"
         sid = "SM" + uuid.uuid4().hex
         return answer(h, 201, {
