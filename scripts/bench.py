@@ -382,7 +382,7 @@ def cassandra_table(scenarios: list[str], lwt_rounds: dict[str, list], opts) -> 
     return head + "\n".join(rows) + "\n" + ("\n" + "\n".join(every) + "\n" if every else "")
 
 
-# -- provider-latency mode ----------------------------------------------------------------------------------------------
+# -- provider-latency mode ---------------------------------------------------------------------------------------------
 PROVIDER_GOAL_RATIO = 0.9  # 256 connections: N ms provider's req/s over the 0 ms provider's
 PROVIDER_GOAL_P99_MS = 450.0  # 32 connections: p99 with the N ms provider
 TWILIO_GOAL_RATIO = 0.6  # the 0 ms provider's req/s over the console channel's
@@ -535,7 +535,7 @@ def provider_main(opts, parser) -> int:
     print(f"provider-latency mode: store={store}, workers={workers}, new key per request, wrk threads={opts.threads}, "
           f"{opts.duration} s per run" + (f", median of {opts.rounds} interleaved rounds" if opts.rounds > 1 else "")
           + (f", {' '.join(opts.set)}" if opts.set else "") + "\n")
-    print(f"| connections | target | req/s | p50 ms | p99 ms | CPU ms/req | socket errors | timeouts | non-2xx |")
+    print("| connections | target | req/s | p50 ms | p99 ms | CPU ms/req | socket errors | timeouts | non-2xx |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:
         print(f"| {run.connections} | {run.target} | {run.rps:.0f} | {run.p50_ms:.1f} | {run.p99_ms:.1f} | "
@@ -692,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     try:
         ceiling = Server("ceiling", [sys.executable, str(SCRIPTS / "ceiling_app.py"), "--bind",
-                                    f"127.0.0.1:{(cp := free_port())}", "--workers", str(opts.workers)], env, folder, cp)
+                                    f"127.0.0.1:{(cp := free_port())}", "--workers", str(opts.workers)],
+                                   env, folder, cp)
         servers.append(ceiling)
         service = Server("service", [sys.executable, "-m", "otp_service.entrypoints.cli", "serve", "--bind",
                                      f"127.0.0.1:{(sp := free_port())}", "--workers", str(opts.workers)],

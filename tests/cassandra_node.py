@@ -430,7 +430,7 @@ def nodes_in(folder: Path) -> list[Node]:
     for yaml_file in sorted(Path(folder).glob("node*/cassandra.yaml")):
         text = yaml_file.read_text()
 
-        def setting(name: str) -> str:
+        def setting(name: str, text: str = text) -> str:
             return re.search(rf"^{name}: (.+)$", text, re.M).group(1).strip()
 
         found.append(Node(yaml_file.parent, address=setting("listen_address"),

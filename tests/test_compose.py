@@ -51,7 +51,7 @@ def documented_variables() -> set[str]:
     return set(re.findall(r"^\| `?(OTP_[A-Z0-9_]+|PROMETHEUS_MULTIPROC_DIR)`? \|", OPERATIONS.read_text(), re.M))
 
 
-# -- docker-compose.yml -----------------------------------------------------------------------------------------------
+# -- docker-compose.yml ------------------------------------------------------------------------------------------------
 def test_compose_runs_cassandra_a_one_shot_schema_job_and_the_service(compose):
     services = compose["services"]
     assert set(services) == {"cassandra", "schema", "otp-service"}
@@ -156,7 +156,7 @@ def test_every_variable_the_service_reads_is_in_the_configuration_table():
     assert not missing, f"not in the configuration table (docs/configuration.md): {sorted(missing)}"
 
 
-# -- Dockerfile and .dockerignore ---------------------------------------------------------------------------------------
+# -- Dockerfile and .dockerignore --------------------------------------------------------------------------------------
 def _dockerfile_lines() -> list[str]:
     """Instructions, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
@@ -205,7 +205,7 @@ def test_the_build_context_holds_no_database_key_or_repository():
         assert f"!{source}" in rules or f"!{source}/" in rules, f"{source} is copied but not in the build context"
 
 
-# -- gunicorn.conf.py -------------------------------------------------------------------------------------------------
+# -- gunicorn.conf.py --------------------------------------------------------------------------------------------------
 @pytest.fixture
 def clean_env(monkeypatch):
     for name in ("OTP_BIND", "OTP_WORKERS", "OTP_THREADS", "OTP_WORKER_TIMEOUT_SECONDS", "OTP_GRACEFUL_TIMEOUT_SECONDS",

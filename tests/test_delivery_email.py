@@ -78,7 +78,7 @@ def parts(email) -> tuple[str, str]:
     return email.get_body(("plain",)).get_content(), email.get_body(("html",)).get_content()
 
 
-# -- accepted ------------------------------------------------------------------------------------------------------------
+# -- accepted ----------------------------------------------------------------------------------------------------------
 def test_a_message_printed_any_way_shows_neither_the_code_nor_the_address():
     shown = message()
     for text in (repr(shown), str(shown), f"{shown}", "%s" % (shown,), repr([shown])):
@@ -187,7 +187,7 @@ def test_substituted_values_are_escaped_in_the_html_but_not_in_the_text(smtp_ser
     assert email["Subject"] == "Confirm your new Tom & Jerry <Academy> email address"
 
 
-# -- refused -------------------------------------------------------------------------------------------------------------
+# -- refused -----------------------------------------------------------------------------------------------------------
 def test_a_refused_login_is_a_delivery_error_with_the_smtp_code_and_nothing_is_sent(smtp_server, pki, caplog):
     server = smtp_server()
     caplog.set_level(logging.DEBUG)
@@ -275,7 +275,7 @@ def _assert_secret_free(*texts: str) -> None:
         assert "OTP to verify" not in text
 
 
-# -- through the API -------------------------------------------------------------------------------------------------------
+# -- through the API ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def smtp_app(tmp_path):
     from otp_service.adapters.crypto import new_key
@@ -325,7 +325,7 @@ def test_generate_answers_502_delivery_failed_when_the_login_is_refused(smtp_ser
     assert EMAIL not in answer.get_data(as_text=True)
 
 
-# -- configuration ---------------------------------------------------------------------------------------------------------
+# -- configuration -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "change, named",
     [

@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Sequence, cast
 
 from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
 from cassandra.auth import PlainTextAuthProvider
@@ -293,10 +293,10 @@ class CassandraStore(Store):
                 break
         self._remember(counters, known)
         if refused is None and pending:
-            self.release_counts([c for c, t in zip(counters, taken) if t])
+            self.release_counts([c for c, t in zip(counters, taken, strict=True) if t])
             raise StoreUnavailable("cassandra: take_counts: too many concurrent writers")
         if refused is not None:
-            self.release_counts([c for c, t in zip(counters, taken) if t])
+            self.release_counts([c for c, t in zip(counters, taken, strict=True) if t])
         return Taken(refused, tuple(counts))
 
     def release_counts(self, counters: Sequence[Counter]) -> None:
@@ -320,7 +320,9 @@ class CassandraStore(Store):
             for i, future in sent:
                 applied, current = self._cas_outcome(future, "release_counts")
                 if applied:
-                    known[i] -= 1
+                    count = known[i]
+                    assert count is not None  # the compare-and-set was on the count this process knew
+                    known[i] = count - 1
                 elif current is not None and current > 0:
                     known[i] = current
                     pending.append(i)
@@ -368,7 +370,7 @@ class CassandraStore(Store):
         hints = self._counter_hints
         if len(hints) > _COUNTER_HINTS_MAX:
             hints.clear()
-        for counter, value in zip(counters, known):
+        for counter, value in zip(counters, known, strict=True):
             if value is None or value < 0:
                 hints.pop((counter.name, counter.start), None)
             else:
@@ -381,7 +383,9 @@ class CassandraStore(Store):
 def _blocked_row(found) -> BlockedRow | None:
     if found is None or found[4] is None:
         return None
-    return BlockedRow(found[0], found[1], _seconds(found[2]), _seconds(found[3]), _seconds(found[4]))
+    # created_on and blocked_on are written with every block (block_key), so they are set wherever blocked_until is
+    return BlockedRow(found[0], found[1], cast(float, _seconds(found[2])), cast(float, _seconds(found[3])),
+                      cast(float, _seconds(found[4])))
 
 
 def _fields(row: OtpRow) -> tuple:

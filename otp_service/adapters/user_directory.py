@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping
 from urllib.parse import quote, urlsplit
 
-from ..envreader import ConfigError, EnvReader
 from ..domain.contacts import (
     ContactType,
     IdentifierType,
@@ -27,6 +26,7 @@ from ..domain.contacts import (
     region_for_country_code,
 )
 from ..domain.errors import OtpError
+from ..envreader import ConfigError, EnvReader
 
 log = logging.getLogger("otp_service.user_directory")
 
@@ -123,7 +123,7 @@ def _check_base_url(value: str) -> str:
     name = "OTP_USER_SERVICE_URL"
     try:
         parts = urlsplit(value)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError:
         raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -298,6 +298,7 @@ class HttpUserDirectory(UserDirectory):
 
         timeout = self.settings.timeout
         deadline = time.monotonic() + 2 * timeout
+        assert self.settings.base_url is not None  # an HttpUserDirectory is built only with a base URL
         url = self.settings.base_url + path
         try:
             session = self._idle.pop()

@@ -44,7 +44,7 @@ def create_app(
     configure_from(settings)
     # No static files: every route answers JSON (but the development pages: devtools.py serves their own).
     app = _OtpFlask("otp_service", static_folder=None)
-    app.json.sort_keys = False  # the envelope reads in its documented order
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's; Flask types app.json as the base
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         # OPTIONS is a wrong method here like any other (405 in the envelope), not Flask's empty text/html 200.
@@ -213,7 +213,7 @@ def _register_request_log(app: Flask) -> None:
     @app.after_request
     def log_request(response):
         state = g._get_current_object()  # once: see api._state
-        req = request._get_current_object()
+        req = request._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy, typed as the Request
         seconds = time.perf_counter() - req.started
         rule = req.url_rule
         route = rule.rule if rule is not None else "<unmatched>"

@@ -94,7 +94,7 @@ def on_exit(server) -> None:
         shutil.rmtree(_created_metrics_dir, ignore_errors=True)
 
 
-# -- what gunicorn refuses before the app sees a request ------------------------------------------------------------------
+# -- what gunicorn refuses before the app sees a request ---------------------------------------------------------------
 # gunicorn answers a request it cannot parse (a malformed request line, a bad header, a request line or headers over
 # its limits) from Worker.handle_error, with an HTML page, and logs the offending text ("Invalid request from ip=...:
 # Invalid HTTP Version: '98765 77777&email=...'"). Every worker class (gthread, gevent, sync) calls
@@ -197,7 +197,7 @@ def bound_chunked_bodies(limit: int) -> None:
     http_message.ChunkedReader = BoundedChunkedReader
 
 
-# -- logging -------------------------------------------------------------------------------------------------------------
+# -- logging -----------------------------------------------------------------------------------------------------------
 class JsonLogger(Logger):
     """gunicorn's own lines (start-up, worker boots and deaths) and its access log, as JSON lines like the app's."""
 
@@ -239,7 +239,7 @@ class JsonLogger(Logger):
             self.exception("could not write an access log line")
 
 
-# -- the application -----------------------------------------------------------------------------------------------------
+# -- the application ---------------------------------------------------------------------------------------------------
 # What serve runs with when no gunicorn.conf.py is found; gunicorn.conf.py states the same values (a test checks).
 WORKER_CLASSES = {"gevent": "otp_service.entrypoints.workers.GeventWorker", "gthread": "gthread"}
 BASE_OPTIONS: dict = {

@@ -21,6 +21,7 @@ import logging
 import socket
 import time
 import uuid
+from typing import Any
 
 import gevent
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
@@ -162,6 +163,8 @@ class DeadlineInput:
 
 class GeventWorker(_GunicornGeventWorker):
     """gunicorn's gevent worker (StreamServer and gunicorn's own HTTP parser), its app wrapped in ServingLimits."""
+
+    wsgi: Any  # set by gunicorn's Worker.load_wsgi
 
     def load_wsgi(self):
         super().load_wsgi()

@@ -79,7 +79,9 @@ class TwilioApiStandIn(HttpStandIn):
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length).decode("utf-8") if length else ""
         form = {name: values[0] for name, values in parse_qs(raw, keep_blank_values=True).items()}
-        request = ReceivedRequest(h.command, h.path, dict(h.headers.items()), _basic(h.headers.get("Authorization")), form)
+        request = ReceivedRequest(
+            h.command, h.path, dict(h.headers.items()), _basic(h.headers.get("Authorization")), form
+        )
         self._record(request)
 
         match = _MESSAGES.match(h.path)

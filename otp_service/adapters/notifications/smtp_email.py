@@ -75,7 +75,7 @@ class SmtpEmailChannel(Channel):
             self.settings.port,
         )
 
-    def _deliver(self, message: Message) -> tuple[str, object] | None:
+    def _deliver(self, message: Message) -> tuple[str, str | int | None] | None:
         """None once the server took the message, else (reason, provider code): only safe text leaves here."""
         settings = self.settings
         smtp: smtplib.SMTP | None = None
@@ -153,9 +153,12 @@ class SmtpEmailChannel(Channel):
                     _close(old, polite=False)  # likely closed by the server already: no goodbye to wait for
                 return None, 0
             try:
-                smtp.sock.settimeout(min(self.settings.timeout, NOOP_TIMEOUT_SECONDS))  # a dead link: give up soon
+                sock = smtp.sock
+                if sock is None:  # closed under us: not reusable
+                    raise OSError("not connected")
+                sock.settimeout(min(self.settings.timeout, NOOP_TIMEOUT_SECONDS))  # a dead link: give up soon
                 if smtp.noop()[0] == 250:
-                    smtp.sock.settimeout(self.settings.timeout)
+                    sock.settimeout(self.settings.timeout)
                     return smtp, sent
             except (smtplib.SMTPException, OSError, AttributeError):
                 pass
@@ -176,7 +179,7 @@ class SmtpEmailChannel(Channel):
         for smtp, _, _ in kept:
             _close(smtp, polite=True)
 
-    def _fail(self, message: Message, reason: str, code: object) -> None:
+    def _fail(self, message: Message, reason: str, code: str | int | None) -> None:
         log.warning(
             "email not delivered channel=smtp to=%s provider_code=%s reason=%s",
             message.contact.masked,
@@ -192,9 +195,10 @@ class SmtpEmailChannel(Channel):
         return f"smtp ({s.host}:{s.port}, {s.security}{login}{ca}, from {s.from_address})"
 
 
-def _first_code(refused: dict) -> object:
+def _first_code(refused: dict) -> int | None:
+    """The SMTP reply code of the first refused recipient (smtplib gives each as (code, text))."""
     for value in refused.values():
-        if isinstance(value, tuple) and value:
+        if isinstance(value, tuple) and value and isinstance(value[0], int):
             return value[0]
     return None
 

@@ -25,6 +25,7 @@ import base64
 import json
 import logging
 import os
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import certifi
@@ -61,7 +62,7 @@ class PooledHttpClient(HttpClient):
         target = base_url or "https://api.twilio.com"
         proxies = requests.utils.get_environ_proxies(target)  # as requests would find them, NO_PROXY included
         proxy = proxies.get(urlsplit(target).scheme) or proxies.get("all")
-        options = dict(
+        options: dict[str, Any] = dict(
             num_pools=4, maxsize=POOL_SIZE, block=False, retries=False, cert_reqs="CERT_REQUIRED",
             ca_certs=os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where(),
         )
@@ -69,7 +70,7 @@ class PooledHttpClient(HttpClient):
         self._basic: dict[tuple[str, str], str] = {}
 
     def request(self, method, url, params=None, data=None, headers=None, auth=None, timeout=None,
-                allow_redirects=False) -> Response:  # type: ignore[override]
+                allow_redirects=False) -> Response:
         if self.base_url is not None:
             parts = urlsplit(url)
             url = urlunsplit((self.base_url.scheme, self.base_url.netloc, parts.path, parts.query, parts.fragment))
@@ -124,7 +125,7 @@ class TwilioSmsChannel(Channel):
             self._fail(message, f"Twilio accepted the message as {status}", getattr(created, "error_code", None))
         log.info("sms accepted channel=twilio to=%s sid=%s status=%s", message.contact.masked, created.sid, status)
 
-    def _create(self, message: Message) -> tuple[object, tuple[str, object] | None]:
+    def _create(self, message: Message) -> tuple[Any, tuple[str, str | int | None] | None]:
         """(the created message, None), or (None, (reason, provider code)): only safe text leaves here."""
         try:
             body = self.templates.render_sms(
@@ -151,7 +152,7 @@ class TwilioSmsChannel(Channel):
             sender["from_"] = self.settings.from_number
         return sender
 
-    def _fail(self, message: Message, reason: str, code: object) -> None:
+    def _fail(self, message: Message, reason: str, code: str | int | None) -> None:
         log.warning(
             "sms not delivered channel=twilio to=%s provider_code=%s reason=%s",
             message.contact.masked,
