@@ -9,7 +9,7 @@ the state the one before left:
 
 1. all three up: parallel wrong guesses are counted at most the allowed attempts, parallel right answers succeed
    once, parallel sends are all counted;
-2. node1 (the seed, and the node the driver met first) SIGKILLed under load: generate and verify keep answering;
+2. node1 (the seed) SIGKILLed under load: generate and verify keep answering;
    a 5xx only for a request already in flight when the driver saw the node go; the promises of 1 hold again;
 3. node2 SIGKILLed too (one replica of three left): 503 SERVER_ERROR within the request timeout, /health 503;
 4. both started again on the data they left: the same app answers again (no restart), and everything acknowledged
@@ -22,7 +22,7 @@ replica that has the write, and the newest cell wins (and is read-repaired onto 
 finish any Paxos round left half-done. A read at ONE could hit the returned node alone and miss the write: the service
 never reads at ONE (nor does this test).
 
-The cluster is this test's own, on fixed ports (9042/7000 on the three addresses), whatever Cassandra the rest of the
+The cluster is this test's own, on fixed ports (19042/17000 on the three addresses), whatever Cassandra the rest of the
 suite uses: the suite's own node listens on free (ephemeral) ports of 127.0.0.1 and is named otp-test, this cluster
 otp-cluster-test, so the two never meet. With OTP_CASSANDRA_CONTACT_POINTS set the suite's other tests use that
 cluster, which this test must not kill nodes of: it starts its own three here too. Without Java or Maven it errors
@@ -58,7 +58,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.cassandra]
 
 DC = "dc_test"
 ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
-NATIVE_PORT, STORAGE_PORT = 9042, 7000
+# Fixed, the same on the three addresses, and neither Cassandra's defaults (9042/7000: a `scripts/cassandra start`
+# node the suite may be pointed at with OTP_CASSANDRA_CONTACT_POINTS) nor in the ephemeral range the suite's own
+# node takes its free ports from (32768 and up).
+NATIVE_PORT, STORAGE_PORT = 19042, 17000
 KEYSPACE = "otp_cluster"
 # Above the nodes' own timeouts (Cassandra's defaults: 1 s of CAS contention, 2 s a write, 5 s a read), so that a
 # coordinator's answer comes before the driver gives up; the service's default is 2 s, and a busy 2-core machine

@@ -57,7 +57,8 @@ _STATEMENTS = {
     "WHERE type = ? AND key = ?",
     # The health check reads one partition of the otp table at LOCAL_QUORUM (no row is ever written under the type
     # 'health'): it answers only while a quorum of that partition's replicas does, the condition every generate and
-    # verify needs. system.local, read before, is answered by the coordinator alone, even with the rest of the ring down.
+    # verify needs. system.local, read before, is answered by the coordinator alone, even with the rest of the ring
+    # down.
     "ping": "SELECT version FROM otp WHERE type = 'health' AND key = 'ping'",
 }
 # Statements that may be sent again (to the next host, after a timeout or a lost connection) without changing what
