@@ -4,6 +4,11 @@
     start_node(...)      -> one node on 127.0.0.1 (free ports by default), started and answering CQL
     start_cluster(n)     -> n nodes on 127.0.0.1 .. 127.0.0.n, same ports, one seed (the first), small heaps
     Node.stop()          -> SIGTERM by PID, SIGKILL if it lingers
+    Node.kill()          -> SIGKILL at once (a crash); Node.restart() starts it again on the data it left
+
+A node in a named datacenter (start_cluster(..., datacenter="dc_test")) runs GossipingPropertyFileSnitch with a
+cassandra-rackdc.properties of its own, so keyspaces can use NetworkTopologyStrategy with that name, as in production;
+otherwise SimpleSnitch (datacenter1).
 
 Each node lives in a folder of its own (cassandra.yaml, logback.xml, data, commitlog, logs/system.log, pid). The
 configuration is written for a test node that starts fast: few tokens, no bootstrap, no gossip settling, periodic
@@ -125,6 +130,13 @@ class Node:
     heap: str = "1G"
     num_tokens: int = 4
     cluster_name: str = "otp-test"
+    datacenter: str | None = None  # None: SimpleSnitch (datacenter1); a name: GossipingPropertyFileSnitch
+    rack: str = "rack1"
+    extra_config: str = ""  # more cassandra.yaml lines
+    # False: schema changes are not flushed (fast, for a node that never starts again on its data). A node that will
+    # (Node.start_again) needs True: without the flush it came back with an older schema than its peers and answered
+    # their reads INCOMPATIBLE_SCHEMA until it pulled theirs.
+    flush_schema_changes: bool = False
     process: subprocess.Popen | None = field(default=None, repr=False)
     started_in: float | None = None  # seconds from launch to CQL answering
     release_version: str | None = None
@@ -147,13 +159,16 @@ class Node:
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         folder = self.folder
         seeds = self.seeds or f"{self.address}:{self.storage_port}"
+        snitch = "GossipingPropertyFileSnitch" if self.datacenter else "SimpleSnitch"
+        if self.datacenter:
+            (folder / "cassandra-rackdc.properties").write_text(f"dc={self.datacenter}\nrack={self.rack}\n")
         (folder / "cassandra.yaml").write_text(f"""\
 # A test node on loopback, written by tests/cassandra_node.py: nothing here is advice for production.
 cluster_name: {self.cluster_name}
 num_tokens: {self.num_tokens}
 auto_bootstrap: false
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
-endpoint_snitch: SimpleSnitch
+endpoint_snitch: {snitch}
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
@@ -176,7 +191,7 @@ key_cache_size: 8MiB
 counter_cache_size: 0MiB
 # Test keyspaces come and go by the dozen; snapshots of dropped ones would only fill the disk.
 auto_snapshot: false
-""")
+{self.extra_config}""")
         (folder / "logback.xml").write_text(f"""\
 <configuration>
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
@@ -206,13 +221,15 @@ auto_snapshot: false
             f"-Dlogback.configurationFile=file://{self.folder / 'logback.xml'}",
             f"-Dcassandra.logdir={self.folder / 'logs'}",
             f"-Dcassandra.storagedir={self.folder}",
+            *([f"-Dcassandra-rackdc.properties=file://{self.folder / 'cassandra-rackdc.properties'}"]
+              if self.datacenter else []),
             "-Dcassandra-foreground=yes",
             # A test node: do not wait for a ring that has nothing to settle.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.ring_delay_ms=1000",
             "-Dcassandra.superuser_setup_delay_ms=0",
             # Schema changes (a keyspace per test session) without flushing the schema tables each time.
-            "-Dcassandra.test.flush_local_schema_changes=false",
+            f"-Dcassandra.test.flush_local_schema_changes={str(self.flush_schema_changes).lower()}",
             # No JMX at all (no port 7199): the tests stop nodes by PID, not with nodetool.
             "-cp", os.pathsep.join(classpath),
             MAIN_CLASS,
@@ -222,6 +239,7 @@ auto_snapshot: false
     def launch(self, classpath: list[str], *, die_with_parent: bool = False) -> None:
         """Start the JVM in a session of its own. die_with_parent: the kernel sends it SIGTERM when the thread
         that started it ends, however it ends (a test run killed with SIGKILL leaves no Cassandra behind)."""
+        self._classpath, self._die_with_parent = classpath, die_with_parent
         self.write_config()
         out = open(self.folder / "logs" / "stdout.log", "ab")
         self.process = subprocess.Popen(
@@ -275,6 +293,26 @@ auto_snapshot: false
         """SIGTERM (Cassandra drains and exits), then SIGKILL after `timeout`; forgets the PID."""
         self.terminate()
         self.wait_stopped(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies at once, as in a crash (its commitlog is what it left in the page cache), and is
+        reaped; its folder stays for restart()."""
+        pid = self.pid()
+        if pid is not None and is_running(pid):
+            os.kill(pid, signal.SIGKILL)
+        self.wait_stopped(timeout=30.0)
+
+    def start_again(self) -> None:
+        """Launch a stopped node again on the data, commitlog and configuration it left (wait_until_ready waits)."""
+        if is_running(self.pid()):
+            raise CassandraError(f"Cassandra at {self.contact} is still running")
+        classpath = getattr(self, "_classpath", None) or resolve(say=lambda line: None)
+        self.launch(classpath, die_with_parent=getattr(self, "_die_with_parent", True))
+
+    def restart(self, timeout: float = START_TIMEOUT) -> str:
+        """start_again(), then wait until CQL answers; the release it names."""
+        self.start_again()
+        return self.wait_until_ready(timeout)
 
     def terminate(self) -> None:
         pid = self.pid()
@@ -389,7 +427,9 @@ def start_node(folder: Path, *, address: str = "127.0.0.1", native_port: int | N
 
 def start_cluster(n: int, folder: Path, *, native_port: int = 9042, storage_port: int = 7000,
                   heap: str | None = None, first_address: str = "127.0.0.1", say=print,
-                  timeout: float = START_TIMEOUT, die_with_parent: bool = True) -> Cluster:
+                  timeout: float = START_TIMEOUT, die_with_parent: bool = True, datacenter: str | None = None,
+                  cluster_name: str = "otp-test", extra_config: str = "",
+                  flush_schema_changes: bool = False) -> Cluster:
     """n fresh nodes on consecutive loopback addresses (127.0.0.1 .. 127.0.0.n), all on the same ports, each in
     folder/node<i>, the first one the seed. The seed starts first; the others then start together. Any failure
     stops every node started so far and raises CassandraError."""
@@ -404,7 +444,8 @@ def start_cluster(n: int, folder: Path, *, native_port: int = 9042, storage_port
         if node_folder.exists():
             shutil.rmtree(node_folder)
         nodes.append(Node(node_folder, address=address, native_port=native_port, storage_port=storage_port,
-                          seeds=seeds, heap=heap))
+                          seeds=seeds, heap=heap, datacenter=datacenter, cluster_name=cluster_name,
+                          extra_config=extra_config, flush_schema_changes=flush_schema_changes))
     for node in nodes:
         busy = _port_open(node.address, node.native_port) or _port_open(node.address, node.storage_port)
         if busy:

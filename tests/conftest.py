@@ -30,6 +30,14 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"cassandra-backed tests did not run: no Cassandra: {_target_error}", red=True)
     else:
         terminalreporter.write_line("cassandra-backed tests: none ran in this session")
+    # A test with a Cassandra of its own (test_cluster.py) says so through its user properties.
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []):
+        properties = dict(getattr(report, "user_properties", ()))
+        if getattr(report, "when", None) == "call" and "ran against" in properties:
+            name = report.nodeid.split("::")[0]
+            terminalreporter.write_line(f"{name} ran against: {properties['ran against']}")
+            if "measured" in properties:
+                terminalreporter.write_line(f"{name} measured: {properties['measured']}")
 
 
 @pytest.fixture(scope="session")

@@ -124,6 +124,40 @@ def test_the_store_uses_local_quorum_and_local_serial(cassandra_target):
         store.close()
 
 
+def test_the_health_check_reads_a_partition_of_the_otp_table_at_local_quorum(cassandra_target):
+    """system.local is answered by the coordinator alone; /health must fail when a quorum of replicas does."""
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+        sent = []
+        store._session.add_request_init_listener(
+            lambda future: sent.append((future.query.prepared_statement.query_string, future.message.consistency_level)))
+        store.ping()
+        assert len(sent) == 1 and " FROM otp " in sent[0][0] and sent[0][1] == ConsistencyLevel.LOCAL_QUORUM
+    finally:
+        store.close()
+
+
+def test_a_server_error_the_driver_has_no_class_for_is_store_unavailable(cassandra_target, monkeypatch):
+    """Cassandra 5.0's CAS_WRITE_UNKNOWN (0x1700) reaches the service as a bare ErrorMessage: a 503, not a 500."""
+    from cassandra.protocol import ErrorMessage
+
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+
+        def unknown(*args, **kwargs):
+            raise ErrorMessage(0x1700, "CAS operation result is unknown - proposal accepted by 1 but not a quorum.",
+                               None)
+
+        monkeypatch.setattr(store._session, "execute", unknown)
+        written = row()
+        with pytest.raises(StoreUnavailable, match="update_otp: ErrorMessage"):
+            store.update_otp(written, written.version)
+    finally:
+        store.close()
+
+
 def test_statements_are_routed_by_token_and_only_reads_and_the_block_are_retried(cassandra_target):
     from cassandra.policies import TokenAwarePolicy
 

@@ -24,6 +24,7 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.protocol import ErrorMessage
 from cassandra.query import tuple_factory
 
 from .cassandra_settings import CassandraSettings
@@ -31,7 +32,11 @@ from .store import BlockedRow, Counter, OtpRow, Store, StoreUnavailable, Taken, 
 
 log = logging.getLogger("otp_service.store.cassandra")
 
-_DRIVER_ERRORS = (NoHostAvailable, RequestExecutionException, DriverException, ConnectionException, OSError)
+# ErrorMessage: a server error the driver has no class for, raised as is. Cassandra 5.0 answers a lightweight
+# transaction whose proposal reached fewer than a quorum of replicas with CAS_WRITE_UNKNOWN (code 0x1700, protocol v5),
+# which cassandra-driver (3.30) has no class for: its outcome is unknown, like a timeout's, so it is a 503 like one.
+_DRIVER_ERRORS = (NoHostAvailable, RequestExecutionException, DriverException, ConnectionException, ErrorMessage,
+                  OSError)
 _RECONNECT_PAUSE = 2.0  # seconds between connection attempts while the cluster is unreachable
 
 _OTP_FIELDS = (
@@ -50,7 +55,11 @@ _STATEMENTS = {
     "VALUES (?, ?, ?, ?, ?) USING TTL ?",
     "get_block": "SELECT type, key, created_on, blocked_on, blocked_until FROM blocked_key "
     "WHERE type = ? AND key = ?",
-    "ping": "SELECT release_version FROM system.local",
+    # The health check reads one partition of the otp table at LOCAL_QUORUM (no row is ever written under the type
+    # 'health'): it answers only while a quorum of that partition's replicas does, the condition every generate and
+    # verify needs. system.local, read before, is answered by the coordinator alone, even with the rest of the ring
+    # down.
+    "ping": "SELECT version FROM otp WHERE type = 'health' AND key = 'ping'",
 }
 # Statements that may be sent again (to the next host, after a timeout or a lost connection) without changing what
 # they do: the reads, and the block, which writes the same values whenever it lands. The lightweight transactions
