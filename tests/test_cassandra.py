@@ -131,7 +131,8 @@ def test_the_health_check_reads_a_partition_of_the_otp_table_at_local_quorum(cas
         store.open()
         sent = []
         store._session.add_request_init_listener(
-            lambda future: sent.append((future.query.prepared_statement.query_string, future.message.consistency_level)))
+            lambda future: sent.append(
+                (future.query.prepared_statement.query_string, future.message.consistency_level)))
         store.ping()
         assert len(sent) == 1 and " FROM otp " in sent[0][0] and sent[0][1] == ConsistencyLevel.LOCAL_QUORUM
     finally:

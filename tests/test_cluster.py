@@ -389,7 +389,7 @@ def test_three_nodes_survive_one_lost_refuse_with_two_and_lose_nothing_acknowled
         assert set(failed) <= set(in_flight), f"5xx for requests sent after the driver saw node1 down: {failed}"
         assert all(r[3] == 503 and r[4] == "SERVER_ERROR" for r in failed), failed
         assert len(after) >= 60 and all(r[3] < 500 for r in after)
-        for started, ended, step, status, err, email in load.records:  # every rule held, request by request
+        for _started, _ended, step, status, err, _email in load.records:  # every rule held, request by request
             if status < 500:
                 assert err == Load.EXPECTED[step], (step, status, err)
         by_key = Counter(r[5] for r in load.records if r[2] == "right" and r[4] == "")
