@@ -448,6 +448,25 @@ PRODUCTION_PATH = dict(
 )
 
 
+def service_env(prefix: str, opts, parser, **extra: str) -> tuple[Path, str, bool, dict]:
+    """(a new working folder, the API key, whether Cassandra is the store, the services' environment): this
+    process's environment without its OTP_ variables (but the cluster's), the production path, `extra`, then
+    every --set."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    api_key = secrets.token_urlsafe(24)
+    cassandra = bool(os.environ.get("OTP_CASSANDRA_CONTACT_POINTS", "").strip())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTP_", "PROMETHEUS_MULTIPROC_DIR"))
+           or k.startswith("OTP_CASSANDRA_")}
+    env.update(PYTHONUNBUFFERED="1", OTP_ENV="development", OTP_API_KEYS=hashlib.sha256(api_key.encode()).hexdigest(),
+               OTP_EMAIL_CHANNEL="console", **PRODUCTION_PATH, **extra)
+    for assignment in opts.set:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            parser.error(f"--set wants NAME=VALUE, got {assignment!r}")
+        env[name] = value
+    return folder, api_key, cassandra, env
+
+
 def provider_main(opts, parser) -> int:
     """Provider-latency mode (see the module docstring)."""
     if shutil.which("wrk") is None:
@@ -458,20 +477,9 @@ def provider_main(opts, parser) -> int:
         parser.error("--provider-connections wants numbers, e.g. 32,256")
     if not counts or min(counts) < opts.threads or opts.provider_latency < 0:
         parser.error("--provider-connections must each be at least --threads; --provider-latency at least 0")
-    folder = Path(tempfile.mkdtemp(prefix="otp-bench-provider-"))
-    api_key = secrets.token_urlsafe(24)
-    cassandra = bool(os.environ.get("OTP_CASSANDRA_CONTACT_POINTS", "").strip())
+    folder, api_key, cassandra, base = service_env("otp-bench-provider-", opts, parser,
+                                                   NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     store = "cassandra" if cassandra else "sqlite"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTP_", "PROMETHEUS_MULTIPROC_DIR"))
-            or k.startswith("OTP_CASSANDRA_")}
-    base.update(PYTHONUNBUFFERED="1", OTP_ENV="development", OTP_API_KEYS=hashlib.sha256(api_key.encode()).hexdigest(),
-                OTP_EMAIL_CHANNEL="console", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-                **PRODUCTION_PATH)
-    for assignment in opts.set:
-        name, sep, value = assignment.partition("=")
-        if not sep or not name:
-            parser.error(f"--set wants NAME=VALUE, got {assignment!r}")
-        base[name] = value
     if cassandra:
         from otp_service.adapters.crypto import new_key
 
@@ -660,30 +668,16 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (apt-get install -y wrk)")
 
-    folder = Path(tempfile.mkdtemp(prefix="otp-bench-"))
-    api_key = secrets.token_urlsafe(24)
-    cassandra = bool(os.environ.get("OTP_CASSANDRA_CONTACT_POINTS", "").strip())
-    store = "cassandra" if cassandra else "sqlite"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTP_", "PROMETHEUS_MULTIPROC_DIR"))
-           or k.startswith("OTP_CASSANDRA_")}
-    env.update(
-        PYTHONUNBUFFERED="1",
-        OTP_ENV="development",
-        OTP_API_KEYS=hashlib.sha256(api_key.encode()).hexdigest(),
-        OTP_SQLITE_PATH=str(folder / "otp.db"),
+    folder, api_key, cassandra, env = service_env(
+        "otp-bench-", opts, parser,
         OTP_SMS_CHANNEL="console",
-        OTP_EMAIL_CHANNEL="console",
         OTP_RESEND_COOLDOWN_SECONDS="0",  # resend and verify runs repeat keys at once
         OTP_MAX_SENDS="1000",
         OTP_MAX_VERIFY_ATTEMPTS="100",
         OTP_TTL_SECONDS="3600",  # prepared codes outlive the whole run
-        **PRODUCTION_PATH,
     )
-    for assignment in opts.set:
-        name, sep, value = assignment.partition("=")
-        if not sep or not name:
-            parser.error(f"--set wants NAME=VALUE, got {assignment!r}")
-        env[name] = value
+    env.setdefault("OTP_SQLITE_PATH", str(folder / "otp.db"))  # unless --set named one
+    store = "cassandra" if cassandra else "sqlite"
     if cassandra:
         env["OTP_STORE"] = "cassandra"
         from otp_service.adapters.crypto import new_key
