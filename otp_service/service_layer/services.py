@@ -3,13 +3,14 @@ state, then act on it"; a lost compare-and-set means another request changed the
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import operator
 import random
 import time
 from datetime import datetime, timezone
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 from ..adapters.crypto import DecryptionError, KeyRing
 from ..adapters.lockout_cache import LockoutCache
@@ -173,11 +174,8 @@ class OtpService:
         if self.directory is None:
             return
         if user_id is None:
-            try:
+            with _directory_answers():
                 in_use = self.directory.key_in_use(contact.type, contact.key)
-            except DirectoryUnavailable as exc:
-                log.warning("user directory unavailable: %s", exc)
-                raise errors.server_error(503) from None
             if in_use:
                 raise errors.key_already_in_use()
             return
@@ -210,11 +208,8 @@ class OtpService:
 
     def _user_contacts(self, user_id: str) -> UserContacts:
         assert self.directory is not None  # the callers return early without one
-        try:
+        with _directory_answers():
             contacts = self.directory.user_contacts(user_id)
-        except DirectoryUnavailable as exc:
-            log.warning("user directory unavailable: %s", exc)
-            raise errors.server_error(503) from None
         if contacts is None:
             raise errors.resource_not_found("user")
         return contacts
@@ -278,6 +273,16 @@ _SHARED_FIELDS = OtpState._fields[1:]
 if OtpRow._fields[3:3 + len(_SHARED_FIELDS)] != _SHARED_FIELDS:  # _decode and _write pass them in order
     raise ImportError("OtpRow's fields after type, key and otp must be OtpState's after code, in the same order")
 _shared_values = operator.attrgetter(*_SHARED_FIELDS)  # a tuple of them, read in C
+
+
+@contextlib.contextmanager
+def _directory_answers() -> Iterator[None]:
+    """A user directory that cannot be asked is the service's failure, not the caller's: 503, and a log line."""
+    try:
+        yield
+    except DirectoryUnavailable as exc:
+        log.warning("user directory unavailable: %s", exc)
+        raise errors.server_error(503) from None
 
 
 def _no_value_for(identifier: IdentifierType) -> errors.OtpError:
