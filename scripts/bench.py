@@ -96,6 +96,7 @@ class Run:
     cpu_ms: float = 0.0  # the server's CPU time (all workers) per request
     cpu_sys_ms: float = 0.0  # of which in the kernel (system calls): the rest is user time
     machine_ms: float = 0.0  # busy time of all the machine's CPUs per request: the server, wrk and anything else
+    node_ms: float = 0.0  # CPU time of the Cassandra nodes running on this machine per request (0: none here)
     first_bad: str = ""
 
     @property
@@ -214,6 +215,23 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # user..steal, minus idle, iowait
 
 
+def node_cpu_seconds() -> float:
+    """CPU time (user + system) the Cassandra nodes running on this machine have used so far: every process whose
+    command line names CassandraDaemon (0.0 when the cluster runs elsewhere)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"CassandraDaemon" not in (proc / "cmdline").read_bytes():
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
 # -- load --------------------------------------------------------------------------------------------------------------
 def wrk(url: str, api_key: str, mode: str, expect: int, marker: str, arg: str, *, duration: int,
         connections: int, threads: int) -> dict:
@@ -243,10 +261,10 @@ def measure(target: str, scenario: str, server: Server, api_key: str, arg: str, 
             spies.append(subprocess.Popen(
                 ["py-spy", "record", "-p", str(pid), "-d", str(max(1, opts.duration - 1)), "-r", "250", "--gil",
                  "--nonblocking", "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    cpu_before, machine_before = server.cpu_seconds(), machine_busy_seconds()
+    cpu_before, machine_before, node_before = server.cpu_seconds(), machine_busy_seconds(), node_cpu_seconds()
     raw = wrk(server.url, api_key, mode, expect, marker, arg,
               duration=opts.duration, connections=opts.connections, threads=opts.threads)
-    cpu_after, machine_after = server.cpu_seconds(), machine_busy_seconds()
+    cpu_after, machine_after, node_after = server.cpu_seconds(), machine_busy_seconds(), node_cpu_seconds()
     cpu, cpu_sys = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
     per_request = 1000 / raw["requests"] if raw["requests"] else 0.0
     for spy in spies:
@@ -260,7 +278,7 @@ def measure(target: str, scenario: str, server: Server, api_key: str, arg: str, 
         exhausted=raw["exhausted"] if target == "service" else 0,
         socket_errors=raw["socket_errors"], first_bad=raw["first_bad"],
         cpu_ms=cpu * per_request, cpu_sys_ms=cpu_sys * per_request,
-        machine_ms=(machine_after - machine_before) * per_request,
+        machine_ms=(machine_after - machine_before) * per_request, node_ms=(node_after - node_before) * per_request,
     )
 
 
@@ -351,10 +369,12 @@ def cassandra_ceiling(env: dict, opts):
     from otp_service.config import CassandraSettings, EnvReader
 
     settings = CassandraSettings.from_env(EnvReader(env))
+    node_before = node_cpu_seconds()  # includes the warm-up: a little high, never low
     run = bench_cassandra.measure(settings, settings.keyspace, in_flight=opts.connections, duration=opts.duration,
                                   warmup=opts.warmup)
     if run.errors or run.not_applied:
         raise SystemExit(f"bench: the Cassandra ceiling run failed: {run}")
+    run.node_ms = (node_cpu_seconds() - node_before) * 1000 / run.requests if run.requests else 0.0
     return run
 
 
@@ -365,8 +385,9 @@ def cassandra_table(scenarios: list[str], lwt_rounds: dict[str, list], opts) -> 
         f"against the Cassandra ceiling: Apache Cassandra {first.release_version}, the cassandra-driver alone, one "
         f"lightweight transaction per request, {first.in_flight} in flight, measured just before each service run"
         + (f"; median of {opts.rounds} rounds" if opts.rounds > 1 else "") + "\n\n"
-        "| scenario | service req/s | p50 ms | p99 ms | Cassandra LWT/s | p50 ms | p99 ms | ratio | goal |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| scenario | service req/s | p50 ms | p99 ms | node CPU ms/req | Cassandra LWT/s | p50 ms | p99 ms | "
+        "node CPU ms/LWT | ratio | goal |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows, every = [], []
     for scenario in scenarios:
@@ -374,8 +395,8 @@ def cassandra_table(scenarios: list[str], lwt_rounds: dict[str, list], opts) -> 
         s, c = pairs[(len(pairs) - 1) // 2]
         ratio = s.rps / c.rps if c.rps else 0.0
         goal = "met" if ratio >= GOAL_CASSANDRA_RATIO else f"missed (ratio < {GOAL_CASSANDRA_RATIO})"
-        rows.append(f"| {SCENARIOS[scenario][0]} | {s.rps:.0f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} | {c.rps:.0f} | "
-                    f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | {ratio:.2f} | {goal} |")
+        rows.append(f"| {SCENARIOS[scenario][0]} | {s.rps:.0f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} | {s.node_ms:.2f} | "
+                    f"{c.rps:.0f} | {c.p50_ms:.1f} | {c.p99_ms:.1f} | {c.node_ms:.2f} | {ratio:.2f} | {goal} |")
         if len(pairs) > 1:
             ratios = ", ".join(f"{a.rps / b.rps:.2f}" for a, b in lwt_rounds[scenario] if b.rps)
             every.append(f"{SCENARIOS[scenario][0]}: ratio to the Cassandra ceiling in each round {ratios}")

@@ -45,6 +45,7 @@ class CeilingRun:
     not_applied: int
     release_version: str
     first_error: str = ""
+    node_ms: float = 0.0  # the local nodes' CPU per LWT, when scripts/bench.py measures it (0: not measured)
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
