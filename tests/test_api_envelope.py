@@ -181,7 +181,8 @@ def test_store_down_is_503(app, api):
         raise StoreUnavailable("unreachable")
 
     store = app.extensions["otp_service"].store
-    for method in ("get_otp", "get_otp_and_block", "get_block", "insert_otp", "update_otp", "delete_otp", "block_key"):
+    for method in ("get_otp", "get_otp_and_block", "get_block", "insert_otp", "create_otp", "update_otp", "delete_otp",
+                   "block_key"):
         setattr(store, method, down)
     assert_envelope(api.generate(unique_email()), 503, "SERVER_ERROR", "SERVER_ERROR")
     assert_envelope(api.verify(unique_email(), "123456"), 503, "SERVER_ERROR", "SERVER_ERROR")

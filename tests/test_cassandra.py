@@ -212,6 +212,29 @@ def test_a_generate_reads_its_row_and_block_in_one_round_trip_when_the_row_exist
         store.close()
 
 
+def test_a_create_is_one_round_trip_and_a_refused_one_reads_nothing_more(cassandra_target):
+    """create_otp sends the block's read, then the INSERT ... IF NOT EXISTS while it is on its way; when the insert
+    is refused, the row in its way comes from the transaction's own answer, not from another read."""
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+        written = row(send_count=3)
+        calls = []
+        for name in ("_send", "_run", "_answer", "get_otp", "get_block"):
+            method = getattr(store, name)
+            setattr(store, name, lambda *args, _name=name, _method=method: calls.append(
+                (_name, args[0]) if _name in ("_send", "_run") else _name) or _method(*args))
+        assert store.create_otp(written) == (True, None, None)
+        assert calls == [("_send", "get_block"), ("_run", "insert_otp"), "_answer"]
+        calls.clear()
+        created, existing, block = store.create_otp(row(key=written.key))
+        assert calls == [("_send", "get_block"), ("_run", "insert_otp"), "_answer"]
+        assert not created and block is None and existing.send_count == 3 and existing.version == written.version
+        assert existing.expires_at == 0.0  # a refused IF NOT EXISTS answers no TTL
+    finally:
+        store.close()
+
+
 def test_a_forked_child_opens_its_own_session(cassandra_target):
     store = cassandra_target.new_store()
     written = row()

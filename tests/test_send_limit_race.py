@@ -50,7 +50,9 @@ def _assert_round_kept_the_limit(errs: list[str], codes: list[str], api: Api, em
 # -- the interleaving, replayed --------------------------------------------------------------------------------------
 
 class _HoldAfterFirstRead:
-    """The real store, except that the first read made by the thread named `held` waits for `resume`."""
+    """The real store, except that the first read made by the thread named `held` waits for `resume`; on a store that
+    creates a new key's row before reading it, its create waits before it writes (it has decided to send a first
+    code, as a read of "no row, no block" would have)."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -73,6 +75,10 @@ class _HoldAfterFirstRead:
         found = self.inner.get_otp_and_block(type_, key)
         self._maybe_hold()
         return found
+
+    def create_otp(self, row):
+        self._maybe_hold()
+        return self.inner.create_otp(row)
 
     def __getattr__(self, name):  # everything else, as the real store does it
         return getattr(self.inner, name)
@@ -112,6 +118,9 @@ class _NoBlockedKeysTable:
 
     def get_otp_and_block(self, type_, key):
         return self.inner.get_otp(type_, key), None
+
+    def create_otp(self, row):
+        return (*self.inner.create_otp(row)[:2], None)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -161,6 +161,50 @@ def test_the_row_and_the_block_read_together_are_each_what_their_own_read_says(s
     assert store.get_otp_and_block("phone", neither) == (None, None)
 
 
+def test_create_makes_a_new_row_and_answers_the_live_one_in_its_way_with_the_block(store):
+    """create_otp (a generate's first step on a store that writes before it reads): the insert, then either nothing
+    or the row that refused it, field for field as get_otp reads it, and in both cases the key's block."""
+    now = time.time()
+    first = row(type="phone", send_count=2, retry_count=1)
+    assert store.create_otp(first) == (True, None, None)
+    assert same_fields(store.get_otp("phone", first.key), first)
+
+    created, existing, block = store.create_otp(row(key=first.key, type="phone", otp="g1.other"))
+    assert not created and block is None
+    assert same_fields(existing, store.get_otp("phone", first.key)) and existing.otp == "g1.cipher"
+    assert existing.send_count == 2 and existing.retry_count == 1
+
+    blocked = row(type="phone", otp=None, blocked_until=now + 3600, expires_in=3600)
+    assert store.insert_otp(blocked)
+    store.block_key(BlockedRow("phone", blocked.key, created_on=now, blocked_on=now, blocked_until=now + 3600))
+    created, existing, block = store.create_otp(row(key=blocked.key, type="phone"))
+    assert not created and existing.otp is None and abs(existing.blocked_until - blocked.blocked_until) < 0.002
+    assert block == store.get_block("phone", blocked.key) and block is not None
+
+    only_block = f"tok-{uuid.uuid4().hex}"
+    store.block_key(BlockedRow("phone", only_block, created_on=now, blocked_on=now, blocked_until=now + 600))
+    created, existing, block = store.create_otp(row(key=only_block, type="phone"))
+    assert created and existing is None and block == store.get_block("phone", only_block)
+
+
+def test_parallel_creates_make_exactly_one_row_and_the_rest_see_it(make_store):
+    stores = [make_store() for _ in range(2)]
+    key = f"tok-{uuid.uuid4().hex}"
+    answers = []
+
+    def create(i):
+        answers.append(stores[i % 2].create_otp(row(key=key, otp=f"g1.c{i}")))
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(created for created, _, _ in answers) == [False] * 7 + [True]
+    winner = store_row = stores[0].get_otp("email", key)
+    assert all(same_fields(existing, store_row) for created, existing, _ in answers if not created), winner
+
+
 def test_parallel_inserts_create_exactly_one_row(make_store):
     stores = [make_store() for _ in range(2)]
     template = row()

@@ -133,6 +133,7 @@ def _seconds(moment: datetime | None) -> float | None:
 
 class CassandraStore(Store):
     name = "cassandra"
+    insert_first = True  # a new key's generate is then one lightweight transaction (create_otp), not a read and one
 
     def __init__(self, settings: CassandraSettings, *, keyspace: str | None = None):
         self.settings = settings
@@ -213,30 +214,29 @@ class CassandraStore(Store):
     # -- otp ------------------------------------------------------------------------------------------------------
     def get_otp(self, type_: str, key: str) -> OtpRow | None:
         found = self._run("get_otp", (type_, key)).one()
-        if found is None or found[13] is None:  # no row, or only an expiring row marker
+        if found is None:
             return None
         ttl = found[14]
-        return OtpRow(
-            type=found[0],
-            key=found[1],
-            otp=found[2],
-            created_on=_seconds(found[3]),
-            updated_on=_seconds(found[4]),
-            expires_on=_seconds(found[5]),
-            retry_count=found[6] or 0,
-            is_locked=bool(found[7]),
-            locked_on=_seconds(found[8]),
-            send_count=found[9] or 0,
-            window_start=_seconds(found[10]),
-            last_sent_on=_seconds(found[11]),
-            blocked_until=_seconds(found[12]),
-            version=found[13],
-            expires_at=time.time() + (ttl if ttl is not None else 0),
-        )
+        return _otp_row(found, time.time() + (ttl if ttl is not None else 0))
 
     def insert_otp(self, row: OtpRow) -> bool:
         ttl = ttl_seconds(row.expires_at, time.time(), round_up=False)
         return self._run("insert_otp", (row.type, row.key, *_fields(row), ttl)).was_applied
+
+    def create_otp(self, row: OtpRow) -> tuple[bool, OtpRow | None, BlockedRow | None]:
+        """One round trip: the block's read is sent, then the INSERT ... IF NOT EXISTS while it is on its way. A
+        failed IF NOT EXISTS answers with the row that stood in its way, read at LOCAL_SERIAL by the transaction
+        itself, so no read follows it (that row carries no TTL: expires_at is 0.0)."""
+        sent = self._send("get_block", (row.type, row.key))
+        ttl = ttl_seconds(row.expires_at, time.time(), round_up=False)
+        result = self._run("insert_otp", (row.type, row.key, *_fields(row), ttl))
+        block = _blocked_row(self._answer(sent).one())
+        if result.was_applied:
+            return True, None, block
+        found = result.one()
+        names = result.column_names or ()
+        existing = _otp_row(tuple(found[names.index(name)] for name in _ROW_COLUMNS), 0.0) if found else None
+        return False, existing, block
 
     def update_otp(self, row: OtpRow, expected_version: int) -> bool:
         ttl = ttl_seconds(row.expires_at, time.time(), round_up=True)
@@ -387,6 +387,34 @@ class CassandraStore(Store):
 
     def ping(self) -> None:
         self._run("ping", ())
+
+
+# The columns get_otp reads, by name: how a failed IF NOT EXISTS's answer (every column of the row, in the table's
+# order, after [applied]) is read the same way.
+_ROW_COLUMNS = ("type", "key", *_OTP_FIELDS.split(", "))
+
+
+def _otp_row(found, expires_at: float) -> OtpRow | None:
+    """The row from get_otp's columns (type, key, then _OTP_FIELDS); None for only an expiring row marker."""
+    if found[13] is None:  # no version: only a row marker, outliving cells that have expired
+        return None
+    return OtpRow(
+        type=found[0],
+        key=found[1],
+        otp=found[2],
+        created_on=_seconds(found[3]),
+        updated_on=_seconds(found[4]),
+        expires_on=_seconds(found[5]),
+        retry_count=found[6] or 0,
+        is_locked=bool(found[7]),
+        locked_on=_seconds(found[8]),
+        send_count=found[9] or 0,
+        window_start=_seconds(found[10]),
+        last_sent_on=_seconds(found[11]),
+        blocked_until=_seconds(found[12]),
+        version=found[13],
+        expires_at=expires_at,
+    )
 
 
 def _blocked_row(found) -> BlockedRow | None:

@@ -34,7 +34,9 @@ class OtpRow(NamedTuple):
     last_sent_on: float | None
     blocked_until: float | None  # MAX_LIMIT_EXHAUSTED blocked the key until then (the row lives at least as long)
     version: int
-    expires_at: float  # when the whole row goes (the store's TTL)
+    # When the whole row goes (the store's TTL). 0.0 in a row that create_otp returns from a store that cannot tell
+    # (Cassandra answers a failed IF NOT EXISTS without the TTL): the service never reads it, only writes it.
+    expires_at: float
 
 
 class BlockedRow(NamedTuple):
@@ -71,6 +73,9 @@ class Store(abc.ABC):
     """One store holds both tables. Implementations must be safe to share between threads of one process."""
 
     name: str = "store"
+    # Whether a generate should try to create a key's row before it has read it (create_otp): for a store whose read
+    # costs about what its insert does (a round trip, a statement), a new key then costs one step instead of two.
+    insert_first: bool = False
 
     @abc.abstractmethod
     def get_otp(self, type_: str, key: str) -> OtpRow | None:
@@ -102,6 +107,15 @@ class Store(abc.ABC):
         snapshot, overrides this. (The block that counts is the row's own, `OtpRow.blocked_until`; the table's is
         read too, for blocks recorded without one.)"""
         return self.get_otp(type_, key), self.get_block(type_, key)
+
+    def create_otp(self, row: OtpRow) -> tuple[bool, OtpRow | None, BlockedRow | None]:
+        """insert_otp, and the key's block, at once: (whether the row was created; when it was not, the live row
+        that stood in its way, as get_otp would read it but for `expires_at`, or None if it is gone since; the
+        block of (row.type, row.key), as get_block reads it). A store that can do this in one round trip overrides
+        it."""
+        created = self.insert_otp(row)
+        existing = None if created else self.get_otp(row.type, row.key)
+        return created, existing, self.get_block(row.type, row.key)
 
     # -- the abuse limits' counters (service_layer/limits.py) ------------------------------------------------------
     @abc.abstractmethod

@@ -20,7 +20,7 @@ from ..adapters.store import BlockedRow, OtpRow, Store, StoreUnavailable
 from ..adapters.user_directory import DirectoryUnavailable, UserContacts, UserDirectory
 from ..domain import errors, sunbird_codes
 from ..domain.contacts import Contact, ContactType, IdentifierType
-from ..domain.policy import Block, Blocked, Limits, OtpState, check_code, plan_send
+from ..domain.policy import Block, Blocked, Limits, OtpState, Send, check_code, plan_send
 
 log = logging.getLogger("otp_service.service")
 
@@ -75,7 +75,13 @@ class OtpService:
         for round_ in range(MAX_CAS_ROUNDS):
             # A block is a state of the key's row (policy.OtpState.blocked_until), seen by every compare-and-set on
             # it; the blocked-keys table is read too, for blocks it holds without a row (written before that).
-            if round_ == 0 and len(tokens) == 1:
+            if round_ == 0 and len(tokens) == 1 and self.store.insert_first:
+                plan, row = self._create_first(contact, tokens[0])
+                if plan is not None:
+                    break
+                if row is None:
+                    continue  # the row that stood in the way is gone: read afresh
+            elif round_ == 0 and len(tokens) == 1:
                 row, block = self.store.get_otp_and_block(contact.type_name, tokens[0])  # one read, both tables
                 if block is not None:
                     self._refuse_block(contact, block)
@@ -83,22 +89,13 @@ class OtpService:
                 row = self._load(contact.type_name, tokens)
                 if round_ == 0 or row is None:
                     self._refuse_if_blocked(contact, tokens)
-            now = self._now()
-            current = self._decode(row)
-            plan = plan_send(current, now, self.limits)
-            if isinstance(plan, Blocked):
-                assert row is not None  # only a stored state is blocked
-                self.lockout.put(_cache_id(contact.type_name, row.key), plan.until, now)
-                raise errors.key_blocked(contact.type_name, _when(plan.until))
-            # A new row goes under the newest key; a row found under an older one is updated where it is.
-            if self._write(contact, tokens[0] if row is None else row.key, row, current, plan.state):
-                if isinstance(plan, Block):
-                    self._record_block(contact, tokens, now, plan.until)
-                    raise errors.max_limit_exhausted(self.limits.max_sends, self.limits.window_hours)
+            plan = self._plan_and_write(contact, tokens, row)
+            if plan is not None:
                 break
             _back_off(round_)
         else:
             raise ContentionError(contact.masked)
+        now = self._now()
         channel = self.channels[contact.type]
         code, expires_on = plan.state.code, plan.state.expires_on
         assert code is not None and expires_on is not None  # a send always carries a live code
@@ -119,6 +116,41 @@ class OtpService:
             )
             raise errors.delivery_failed() from None
         return Outcome(resend=plan.resend, channel=channel.name)
+
+    def _create_first(self, contact: Contact, token: str) -> tuple[Send | None, OtpRow | None]:
+        """A new key's send, written without reading first: (the send, None) when the row was created; (None, the
+        row that stood in the way) when one exists (None if it is gone since), for the usual read-decide-write."""
+        plan = plan_send(None, self._now(), self.limits)
+        if not isinstance(plan, Send):  # a policy that refuses even a first send: the usual path says why
+            return None, None
+        row = self._new_row(contact.type_name, token, None, None, plan.state)
+        created, existing, block = self.store.create_otp(row)
+        if block is not None and block.blocked_until > self._now():
+            if created:
+                # A block the table holds without a row (written before blocks were a state of the row): the row
+                # just created holds it too, so no code from it ever verifies.
+                blocked = plan.state._replace(code=None, blocked_until=block.blocked_until)
+                self.store.update_otp(self._new_row(contact.type_name, token, row, plan.state, blocked), row.version)
+            self._refuse_block(contact, block)
+        return (plan if created else None), existing
+
+    def _plan_and_write(self, contact: Contact, tokens: list[str], row: OtpRow | None) -> Send | None:
+        """Rules 3 to 6 over the row read (or None), written as a compare-and-set: the send to make, or None when
+        another request changed the row first."""
+        now = self._now()
+        current = self._decode(row)
+        plan = plan_send(current, now, self.limits)
+        if isinstance(plan, Blocked):
+            assert row is not None  # only a stored state is blocked
+            self.lockout.put(_cache_id(contact.type_name, row.key), plan.until, now)
+            raise errors.key_blocked(contact.type_name, _when(plan.until))
+        # A new row goes under the newest key; a row found under an older one is updated where it is.
+        if not self._write(contact, tokens[0] if row is None else row.key, row, current, plan.state):
+            return None
+        if isinstance(plan, Block):
+            self._record_block(contact, tokens, now, plan.until)
+            raise errors.max_limit_exhausted(self.limits.max_sends, self.limits.window_hours)
+        return plan
 
     def _minutes(self) -> int:
         return max(1, round(self.limits.code_ttl / 60))
@@ -239,21 +271,26 @@ class OtpService:
         self, contact: Contact, token: str, row: OtpRow | None, current: OtpState | None, state: OtpState
     ) -> bool:
         """Compare-and-set `state` over `row` (read as `current`); a new row when there was none."""
-        type_ = contact.type_name
+        new_row = self._new_row(contact.type_name, token, row, current, state)
+        if row is None:
+            return self.store.insert_otp(new_row)
+        return self.store.update_otp(new_row, row.version)
+
+    def _new_row(
+        self, type_: str, token: str, row: OtpRow | None, current: OtpState | None, state: OtpState
+    ) -> OtpRow:
+        """`state` as the row that replaces `row` (read as `current`), or as a new row when there was none."""
         if state.code is None:
             otp = None
         elif row is not None and current is not None and state.code == current.code and token == row.key:
             otp = row.otp  # the same code in the same row (a resend, a wrong guess): its ciphertext still fits
         else:
             otp = self.keys.encrypt_code(state.code, type_, token)
-        new_row = OtpRow(
+        return OtpRow(
             type_, token, otp, *_shared_values(state),  # type: ignore[misc]  # attrgetter's tuple has no length
             version=1 if row is None else row.version + 1,
             expires_at=state.keep_until(self.limits),
         )
-        if row is None:
-            return self.store.insert_otp(new_row)
-        return self.store.update_otp(new_row, row.version)
 
     def _now(self) -> float:
         """The clock in whole milliseconds: what both stores keep, so a time read back equals the time written."""
