@@ -45,7 +45,8 @@ class CeilingRun:
     not_applied: int
     release_version: str
     first_error: str = ""
-    node_ms: float = 0.0  # the local nodes' CPU per LWT, when scripts/bench.py measures it (0: not measured)
+    node_ms: float = 0.0  # the local nodes' CPU per request, when scripts/bench.py measures it (0: not measured)
+    shape: str = "lwt"
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
@@ -54,14 +55,32 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+# What one request sends, step by step (the statements of a step at once, the next step when all have answered),
+# as otp_service's CassandraStore names its statements. "lwt" is the ceiling; the others are what the service's
+# scenarios ask of Cassandra (docs/storage.md), sent by the driver alone: the service's share of the machine is then
+# whatever separates the two.
+SHAPES = {
+    "lwt": "one INSERT ... IF NOT EXISTS of a new key",
+    "new": "a generate of a new key: the block's read and the INSERT ... IF NOT EXISTS at once",
+    "resend": "a resend: the block's read and a refused INSERT ... IF NOT EXISTS at once, then UPDATE ... IF version",
+    "verify": "a verify: the row's read, then UPDATE ... IF version",
+}
+POOL_PER_LANE = 50  # existing keys per lane for the shapes that need a row (each used over and over)
+
+
 def measure(settings: CassandraSettings, keyspace: str, *, in_flight: int, duration: float,
-            warmup: float = 1.0) -> CeilingRun:
-    """`in_flight` lanes, each sending its next LWT as soon as the last one is answered, for `duration` seconds."""
+            warmup: float = 1.0, shape: str = "lwt") -> CeilingRun:
+    """`in_flight` lanes, each sending its next request as soon as the last one is answered, for `duration`
+    seconds; a request is `shape` (SHAPES)."""
+    from otp_service.adapters.cassandra_store import _STATEMENTS
+
     cluster = build_cluster(settings)
     try:
         session = cluster.connect()
         release = session.execute("SELECT release_version FROM system.local").one()[0]
         insert = session.prepare(INSERT, keyspace=keyspace)
+        store = {name: session.prepare(_STATEMENTS[name], keyspace=keyspace)
+                 for name in ("get_otp", "get_block", "insert_otp", "update_otp")}
         lock = threading.Lock()
         done = threading.Event()
         state = {"measuring": False, "stop_at": 0.0, "lanes": in_flight, "errors": 0, "not_applied": 0}
@@ -72,38 +91,84 @@ def measure(settings: CassandraSettings, keyspace: str, *, in_flight: int, durat
             return ("email", f"bench-{secrets.token_hex(16)}", "bench", now, now, now + 600_000, 0, False, None, 1,
                     now, now, 1, 600)
 
-        def send() -> None:
-            started = time.perf_counter()
-            future = session.execute_async(insert, values())
-            future.add_callbacks(answered, failed, callback_args=(started,), errback_args=(started,))
+        def fields(version: int) -> tuple:  # _OTP_FIELDS of a row with a live code
+            now = int(time.time() * 1000)
+            return ("bench", now, now, now + 600_000, 0, False, None, 1, now, now, None, version)
 
-        def next_or_finish() -> None:
+        # Per lane: its keys and their versions (only this lane writes them, so it knows them).
+        pools: list[list[list]] = []
+        if shape in ("resend", "verify"):
+            for _ in range(in_flight):
+                lane = [[f"bench-{secrets.token_hex(16)}", 1] for _ in range(POOL_PER_LANE)]
+                for key, version in lane:
+                    session.execute(store["insert_otp"], ("email", key, *fields(version), 3600))
+                pools.append(lane)
+        turns = [0] * in_flight
+
+        def steps(lane: int) -> list[list[tuple]]:
+            if shape == "lwt":
+                return [[(insert, values(), True)]]
+            if shape == "new":
+                row = values()
+                return [[(store["get_block"], row[:2], None), (store["insert_otp"], row, True)]]
+            entry = pools[lane][turns[lane] % POOL_PER_LANE]
+            turns[lane] += 1
+            key, version = entry
+            entry[1] = version + 1
+            update = (store["update_otp"], (3600, *fields(version + 1), "email", key, version), True)
+            if shape == "resend":
+                refused = (store["insert_otp"], ("email", key, *fields(1), 600), False)
+                return [[(store["get_block"], ("email", key), None), refused], [update]]
+            return [[(store["get_otp"], ("email", key), None)], [update]]
+
+        def send(lane: int, started: float | None = None, plan: list | None = None) -> None:
+            if plan is None:
+                started, plan = time.perf_counter(), steps(lane)
+            step, rest = plan[0], plan[1:]
+            pending = [len(step)]
+
+            def one_answered(rows, expect) -> None:
+                if expect is not None and bool(rows[0][0]) != expect:  # [applied] as the shape wants it
+                    with lock:
+                        state["not_applied"] += 1
+                with lock:
+                    pending[0] -= 1
+                    last = pending[0] == 0
+                if last:
+                    if rest:
+                        send(lane, started, rest)
+                    else:
+                        answered(lane, started)
+
+            for statement, bound, expect in step:
+                future = session.execute_async(statement, bound)
+                future.add_callbacks(one_answered, failed, callback_args=(expect,), errback_args=(lane,))
+
+        def next_or_finish(lane: int) -> None:
             if time.perf_counter() < state["stop_at"]:
-                send()
+                send(lane)
                 return
             with lock:
                 state["lanes"] -= 1
                 if state["lanes"] == 0:
                     done.set()
 
-        def answered(rows, started: float) -> None:
+        def answered(lane: int, started: float) -> None:
             elapsed = time.perf_counter() - started
             if state["measuring"]:
                 with lock:
                     latencies.append(elapsed)
-                    if not rows[0][0]:  # [applied]: a new key always is
-                        state["not_applied"] += 1
-            next_or_finish()
+            next_or_finish(lane)
 
-        def failed(exc, started: float) -> None:
+        def failed(exc, lane: int) -> None:
             with lock:
                 state["errors"] += 1
                 state.setdefault("first_error", repr(exc))
-            next_or_finish()
+            next_or_finish(lane)
 
         state["stop_at"] = time.perf_counter() + warmup + duration
-        for _ in range(in_flight):
-            send()
+        for lane in range(in_flight):
+            send(lane)
         time.sleep(warmup)
         state["measuring"] = True
         began = time.perf_counter()
@@ -116,6 +181,7 @@ def measure(settings: CassandraSettings, keyspace: str, *, in_flight: int, durat
             p50_ms=_percentile(ordered, 0.50) * 1000, p99_ms=_percentile(ordered, 0.99) * 1000,
             max_ms=(ordered[-1] * 1000 if ordered else 0.0), errors=state["errors"],
             not_applied=state["not_applied"], release_version=release, first_error=state.get("first_error", ""),
+            shape=shape,
         )
     finally:
         cluster.shutdown()
@@ -126,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=16, help="requests outstanding at once (default 16)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured (default 10)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds unmeasured first (default 1)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="lwt",
+                        help="what one request sends: " + "; ".join(f"{k}: {v}" for k, v in SHAPES.items()))
     opts = parser.parse_args(argv)
     if not os.environ.get("OTP_CASSANDRA_CONTACT_POINTS", "").strip():
         raise SystemExit("bench_cassandra: set OTP_CASSANDRA_CONTACT_POINTS (scripts/cassandra start prints it)")
@@ -133,9 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     from otp_service.adapters.cassandra_migrate import default_cql_dir, migrate_cluster
 
     migrate_cluster(settings, settings.keyspace, default_cql_dir(), say=lambda line: None)
-    run = measure(settings, settings.keyspace, in_flight=opts.in_flight, duration=opts.duration, warmup=opts.warmup)
+    run = measure(settings, settings.keyspace, in_flight=opts.in_flight, duration=opts.duration, warmup=opts.warmup,
+                  shape=opts.shape)
     print(f"Apache Cassandra {run.release_version} at {','.join(settings.contact_points)}:{settings.port}, "
-          f"keyspace {settings.keyspace}: {run.in_flight} in flight, {run.requests} LWTs in {run.seconds:.1f} s: "
+          f"keyspace {settings.keyspace}: {SHAPES[run.shape]}, {run.in_flight} in flight, "
+          f"{run.requests} requests in {run.seconds:.1f} s: "
           f"{run.rps:.0f}/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, max {run.max_ms:.1f} ms, "
           f"errors {run.errors}, not applied {run.not_applied}"
           + (f"; first error: {run.first_error}" if run.errors else ""))
