@@ -1,7 +1,7 @@
 -- wrk script for scripts/bench.py. Arguments (after `--`):
 --   mode      new | resend | wrong | right
 --   nthreads  wrk's -t (each thread takes its own share of keys)
---   expect    the HTTP status every answer must have; 0 accepts any (the ceiling)
+--   expect    the HTTP status every answer must have; 0 accepts any (the warm-up runs)
 --   marker    a string every expected answer's body must contain ("-" for none)
 --   arg5      new: a two-digit run number, so that every run makes keys no other run made
 --             resend | wrong | right: a file of "key code" lines (one prepared key each)
