@@ -1,12 +1,23 @@
 -- wrk script for scripts/bench.py. Arguments (after `--`):
 --   mode      new | resend | wrong | right
 --   nthreads  wrk's -t (each thread takes its own share of keys)
---   expect    the HTTP status every answer must have; 0 accepts any (the ceiling)
+--   expect    the HTTP status every answer must have; 0 accepts any (the warm-up runs)
 --   marker    a string every expected answer's body must contain ("-" for none)
 --   arg5      new: a two-digit run number, so that every run makes keys no other run made
 --             resend | wrong | right: a file of "key code" lines (one prepared key each)
+--   clients   how many client addresses the requests come from (default 1). 1: no X-Forwarded-For, every
+--             request is the socket peer's (127.0.0.1); N > 1: every request carries X-Forwarded-For with one of
+--             N addresses 10.0.0.1, 10.0.0.2, ... (header values only, never contacted), the next one for each
+--             request of a thread, the threads starting apart; bench.py names 127.0.0.1 in OTP_TRUSTED_PROXIES
+--   rdigits   0..4 (default 0): new keys cycle over 10^rdigits number ranges per thread (see below)
 --
--- new:    generate, a new key on every request (9RRTNNNNNN: run, thread, counter; all valid Indian mobiles)
+-- new:    generate, a new key on every request. Keys are Indian mobiles 9DDDDDDDDD (every 9 followed by nine
+--         digits is valid), counted by the service in ranges of their first 7 E.164 digits (OTP_PREFIX_DIGITS=7):
+--         +91 9 and the next four digits. For the thread's i-th request (i < 1 000 000), with k = rdigits and
+--         N = 10^k: the nine digits are s (k digits), run (2), thread (1), q (6 - k), where s = (i + thread's
+--         start) mod N and q = i div N. So consecutive keys of a thread are in N different ranges, and run,
+--         thread and i are all in the key: no two runs or threads make the same key. k = 0 is 9 run thread i:
+--         one range per thread for 100 000 keys (the layout before --ranges).
 -- resend: generate, cycling over prepared keys with a live code (so each request is a resend)
 -- wrong:  verify with a wrong code, cycling over prepared keys
 -- right:  verify with the right code, each prepared key once; when a thread runs out it counts `exhausted`
@@ -26,6 +37,8 @@ end
 local mode, expect, marker
 local keys, codes = {}, {}
 local index, run = 0, 0
+local clients, client_start = 1, 0
+local rdigits, ranges, range_start = 0, 1, 0
 -- Globals, not locals: done() reads them from each thread with thread:get().
 ok, unexpected, exhausted = 0, 0, 0
 first_bad = nil
@@ -55,6 +68,12 @@ function init(args)
    expect = tonumber(args[3])
    marker = args[4]
    if marker == "-" then marker = nil end
+   clients = tonumber(args[6] or "1")
+   rdigits = tonumber(args[7] or "0")
+   ranges = 10 ^ rdigits
+   -- Each thread starts its addresses and ranges at its own share, so that threads do not move in step.
+   client_start = math.floor(clients / nthreads) * id
+   range_start = math.floor(ranges / nthreads) * id
    if mode == "new" then
       run = tonumber(args[5])
    else
@@ -63,18 +82,31 @@ function init(args)
    end
 end
 
+local function client()
+   local n = (index + client_start) % clients + 1  -- 1 .. clients: 10.0.0.1 onwards
+   return string.format("10.%d.%d.%d", math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+end
+
 local function post(path, key, body)
-   return wrk.format("POST", path, {
+   local headers = {
       ["Content-Type"] = "application/json",
       ["Authorization"] = wrk.headers["Authorization"],
       ["X-Request-ID"] = "k" .. key,
-   }, body)
+   }
+   if clients > 1 then headers["X-Forwarded-For"] = client() end
+   return wrk.format("POST", path, headers, body)
+end
+
+local function new_key(i)
+   local s = ""
+   if rdigits > 0 then s = string.format("%0" .. rdigits .. "d", (i + range_start) % ranges) end
+   return string.format("9%s%02d%d%0" .. (6 - rdigits) .. "d", s, run, id, math.floor(i / ranges))
 end
 
 function request()
    index = index + 1
    if mode == "new" then
-      local key = string.format("9%02d%d%06d", run, id, index)
+      local key = new_key(index)
       return post("/v1/otp/generate", key, '{"request": {"key": "' .. key .. '", "type": "phone"}}')
    end
    local i = index

@@ -3,6 +3,7 @@
     python3 scripts/bench.py                       # 2 workers, 16 connections, 10 s per scenario, embedded store
     python3 scripts/bench.py --duration 5 --scenarios new,right --json out.json
     python3 scripts/bench.py --provider-latency 300  # the Twilio channel against a slow provider (see below)
+    python3 scripts/bench.py --clients 1 --ranges 1  # every request from 127.0.0.1, one number range per wrk thread
 
 In one run it starts, on 127.0.0.1:
 - the service: `otp-service serve --bind ... --workers N` (gunicorn.conf.py, the console channel, its own fresh
@@ -19,6 +20,15 @@ same wrk script (scripts/bench.lua), the same connections and duration, one afte
 - resend: generate for keys that have a live code (the same code again, the send counted)
 - wrong:  verify with a wrong code (an attempt counted)
 - right:  verify with the right code (the code consumed); each prepared key is used once
+
+The traffic is spread as production's is, so that the abuse limits (counting, never refusing) take as many counters
+as there: every request carries an X-Forwarded-For address, one of --clients (default 100 000) in 10.0.0.0/8, the
+next one each request, and both servers get OTP_TRUSTED_PROXIES=127.0.0.1 (the bench stands for the gateway); new
+keys (and so the prepared ones) are Indian mobiles whose 7-digit E.164 ranges (the per-range counter's subject)
+change from one request of a wrk thread to the next, over --ranges (default 10 000) ranges, every key still new to
+every run. `--clients 1 --ranges 1` is the traffic before: every request from 127.0.0.1 (one per-address counter)
+and one range per wrk thread. No scenario uses email keys (so no per-domain counter). The report's first line names
+the spread.
 
 The codes of prepared keys come from the console channel's lines on the service's standard output (each request
 carries X-Request-ID k<key>, which the console prints beside the code), never from a test-only path. Every answer
@@ -77,6 +87,47 @@ GOAL_P99_MS = 25.0
 GOAL_CASSANDRA_RATIO = 0.35  # of the driver-only ceiling (scripts/bench_cassandra.py), with Cassandra as the store
 POOL_SIZE = 1000  # keys each for resend and wrong: enough for ~90 000 wrong-code verifies at 100 attempts a key
 CONSOLE_LINE = re.compile(r"msgid=k(\d+) .* is (\d+)\.")
+DEFAULT_CLIENTS = 100_000
+MAX_CLIENTS = 2**24 - 2  # 10.0.0.1 .. 10.255.255.254
+RANGE_CHOICES = (1, 10, 100, 1000, 10_000)
+DEFAULT_RANGES = 10_000
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Where the requests seem to come from and go to, so that the abuse limits' counters are as many as in
+    production (scripts/bench.lua has the details): `clients` client addresses (1: every request is the socket
+    peer's, 127.0.0.1; more: X-Forwarded-For from 10.0.0.0/8, with 127.0.0.1 a trusted proxy), and each wrk
+    thread's new keys cycling over `ranges` number ranges (7-digit E.164 prefixes +91 9xxxx)."""
+
+    clients: int = DEFAULT_CLIENTS
+    ranges: int = DEFAULT_RANGES
+
+    @classmethod
+    def of(cls, opts) -> "Spread":
+        return cls(opts.clients, opts.ranges)
+
+    @property
+    def range_digits(self) -> int:
+        return len(str(self.ranges)) - 1
+
+    def lua_args(self) -> list[str]:
+        return [str(self.clients), str(self.range_digits)]
+
+    def env(self) -> dict[str, str]:
+        """The services' part: believe X-Forwarded-For from the bench's own address, as from the gateway."""
+        return {"OTP_TRUSTED_PROXIES": "127.0.0.1"} if self.clients > 1 else {}
+
+    def run_of(self, key: str) -> str:
+        """The run number in a key made by a `new` run (9, the range digits, run, thread, index)."""
+        return key[1 + self.range_digits:3 + self.range_digits]
+
+    def describe(self) -> str:
+        clients = (f"clients={self.clients} (X-Forwarded-For from 10.0.0.0/8, OTP_TRUSTED_PROXIES=127.0.0.1)"
+                   if self.clients > 1 else "clients=1 (every request from 127.0.0.1)")
+        ranges = (f"number ranges={self.ranges} per wrk thread" if self.ranges > 1
+                  else "number ranges=1 per wrk thread and 100 000 keys")
+        return f"{clients}, {ranges}"
 
 
 @dataclass
@@ -234,11 +285,11 @@ def node_cpu_seconds() -> float:
 
 # -- load --------------------------------------------------------------------------------------------------------------
 def wrk(url: str, api_key: str, mode: str, expect: int, marker: str, arg: str, *, duration: int,
-        connections: int, threads: int) -> dict:
+        connections: int, threads: int, spread: Spread) -> dict:
     argv = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
         "-H", f"Authorization: Bearer {api_key}", "-s", str(LUA), url,
-        "--", mode, str(threads), str(expect), marker, arg,
+        "--", mode, str(threads), str(expect), marker, arg, *spread.lua_args(),
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     for line in done.stdout.splitlines():
@@ -250,7 +301,7 @@ def wrk(url: str, api_key: str, mode: str, expect: int, marker: str, arg: str, *
 def measure(target: str, scenario: str, server: Server, api_key: str, arg: str, opts) -> Run:
     _, mode, expect, marker = SCENARIOS[scenario]
     if target == "ceiling":
-        expect, marker = 0, "-"  # the ceiling answers 200 to everything; its answers are not the point
+        expect, marker = 200, "-"  # the ceiling answers 200 to every POST, X-Forwarded-For or not; no body check
     spies = []
     if opts.profile:
         # py-spy samples each worker while it holds the GIL (its CPU, not its waits), for most of the run.
@@ -263,7 +314,7 @@ def measure(target: str, scenario: str, server: Server, api_key: str, arg: str, 
                  "--nonblocking", "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     cpu_before, machine_before, node_before = server.cpu_seconds(), machine_busy_seconds(), node_cpu_seconds()
     raw = wrk(server.url, api_key, mode, expect, marker, arg,
-              duration=opts.duration, connections=opts.connections, threads=opts.threads)
+              duration=opts.duration, connections=opts.connections, threads=opts.threads, spread=Spread.of(opts))
     cpu_after, machine_after, node_after = server.cpu_seconds(), machine_busy_seconds(), node_cpu_seconds()
     cpu, cpu_sys = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
     per_request = 1000 / raw["requests"] if raw["requests"] else 0.0
@@ -295,7 +346,7 @@ class Runs:
         return f"{self.next - 1:02d}"
 
 
-def codes_by_run(stdout_path: Path) -> dict[str, dict[str, str]]:
+def codes_by_run(stdout_path: Path, spread: Spread) -> dict[str, dict[str, str]]:
     """{run: {key: code}} from the console channel's lines (the last code printed for a key wins)."""
     found: dict[str, dict[str, str]] = {}
     with open(stdout_path, errors="replace") as handle:
@@ -303,7 +354,7 @@ def codes_by_run(stdout_path: Path) -> dict[str, dict[str, str]]:
             m = CONSOLE_LINE.search(line)
             if m:
                 key, code = m.groups()
-                found.setdefault(key[1:3], {})[key] = code
+                found.setdefault(spread.run_of(key), {})[key] = code
     return found
 
 
@@ -342,6 +393,7 @@ def table(results: list[Result], opts, store: str) -> str:
         f"store={store}, channel=console, workers={opts.workers}, connections={opts.connections}, "
         f"wrk threads={opts.threads}, {opts.duration} s per run"
         + (f", median of {opts.rounds} rounds" if opts.rounds > 1 else "")
+        + f", {Spread.of(opts).describe()}"
         + (f", {' '.join(opts.set)}" if opts.set else "") + "\n\n"
         "| scenario | service req/s | p50 ms | p99 ms | CPU ms/req | ceiling req/s | p50 ms | p99 ms | CPU ms/req "
         "| ratio | goal |\n"
@@ -389,7 +441,9 @@ def cassandra_table(scenarios: list[str], lwt_rounds: dict[str, list], opts) -> 
     head = (
         f"against the Cassandra ceiling: Apache Cassandra {first.release_version}, the cassandra-driver alone, one "
         f"lightweight transaction per request, {first.in_flight} in flight, measured just before each service run"
-        + (f"; median of {opts.rounds} rounds" if opts.rounds > 1 else "") + "\n\n"
+        + (f"; median of {opts.rounds} rounds" if opts.rounds > 1 else "")
+        + f"; service traffic: {Spread.of(opts).describe()}"
+        + (f", {' '.join(opts.set)}" if opts.set else "") + "\n\n"
         "| scenario | service req/s | p50 ms | p99 ms | node CPU ms/req | Cassandra LWT/s | p50 ms | p99 ms | "
         "node CPU ms/LWT | ratio | goal |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
@@ -472,9 +526,9 @@ class ProviderRun:
     first_bad: str = ""
 
 
-# What both modes set so that the service runs the path production runs: every request comes from one address, to
-# numbers of a few ranges, so the abuse limits count (their store round trip is part of what is measured) but never
-# refuse; the development inbox (a SQLite write per message) is no part of production.
+# What both modes set so that the service runs the path production runs: the abuse limits count (their store round
+# trip is part of what is measured) but never refuse, on counters spread as production's are (--clients, --ranges:
+# Spread); the development inbox (a SQLite write per message) is no part of production.
 PRODUCTION_PATH = dict(
     OTP_IP_SEND_LIMIT="100000000",
     OTP_IP_VERIFY_LIMIT="100000000",
@@ -485,15 +539,15 @@ PRODUCTION_PATH = dict(
 
 def service_env(prefix: str, opts, parser, **extra: str) -> tuple[Path, str, bool, dict]:
     """(a new working folder, the API key, whether Cassandra is the store, the services' environment): this
-    process's environment without its OTP_ variables (but the cluster's), the production path, `extra`, then
-    every --set."""
+    process's environment without its OTP_ variables (but the cluster's), the production path, the spread's trusted
+    proxy, `extra`, then every --set."""
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     api_key = secrets.token_urlsafe(24)
     cassandra = bool(os.environ.get("OTP_CASSANDRA_CONTACT_POINTS", "").strip())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTP_", "PROMETHEUS_MULTIPROC_DIR"))
            or k.startswith("OTP_CASSANDRA_")}
     env.update(PYTHONUNBUFFERED="1", OTP_ENV="development", OTP_API_KEYS=hashlib.sha256(api_key.encode()).hexdigest(),
-               OTP_EMAIL_CHANNEL="console", **PRODUCTION_PATH, **extra)
+               OTP_EMAIL_CHANNEL="console", **PRODUCTION_PATH, **Spread.of(opts).env(), **extra)
     for assignment in opts.set:
         name, sep, value = assignment.partition("=")
         if not sep or not name:
@@ -556,14 +610,14 @@ def provider_main(opts, parser) -> int:
         if opts.warmup:
             for server in servers.values():
                 wrk(server.url, api_key, "new", 0, "-", numbers.take(), duration=max(1, opts.warmup),
-                    connections=max(counts), threads=opts.threads)
+                    connections=max(counts), threads=opts.threads, spread=Spread.of(opts))
         every: dict[tuple[int, str], list[ProviderRun]] = {}
         for _round, connections, target in [(n, c, t) for n in range(opts.rounds) for c in counts for t in targets]:
             time.sleep(opts.pause)
             server = servers[target]
             cpu_before = server.cpu_seconds()[0]
             raw = wrk(server.url, api_key, "new", 200, "-", numbers.take(), duration=opts.duration,
-                      connections=connections, threads=opts.threads)
+                      connections=connections, threads=opts.threads, spread=Spread.of(opts))
             cpu = server.cpu_seconds()[0] - cpu_before
             seconds = raw["duration_us"] / 1e6
             run = ProviderRun(
@@ -589,7 +643,7 @@ def provider_main(opts, parser) -> int:
     workers = opts.workers if opts.workers is not None else "default"
     print(f"provider-latency mode: store={store}, workers={workers}, new key per request, wrk threads={opts.threads}, "
           f"{opts.duration} s per run" + (f", median of {opts.rounds} interleaved rounds" if opts.rounds > 1 else "")
-          + (f", {' '.join(opts.set)}" if opts.set else "") + "\n")
+          + f", {Spread.of(opts).describe()}" + (f", {' '.join(opts.set)}" if opts.set else "") + "\n")
     print("| connections | target | req/s | p50 ms | p99 ms | CPU ms/req | socket errors | timeouts | non-2xx |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:
@@ -687,7 +741,20 @@ def main(argv: list[str] | None = None) -> int:
                              "beside the stand-in at 0 ms and the console channel")
     parser.add_argument("--provider-connections", default="32,256",
                         help="provider-latency mode: comma-separated connection counts (default 32,256)")
+    parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS, metavar="N",
+                        help=f"client addresses the requests come from (default {DEFAULT_CLIENTS}): with N > 1 both "
+                             "servers get OTP_TRUSTED_PROXIES=127.0.0.1 (the bench stands for the gateway) and each "
+                             "request an X-Forwarded-For address of N in 10.0.0.0/8, the next one each request, so "
+                             "the per-address counters are many; 1: every request from 127.0.0.1, one counter")
+    parser.add_argument("--ranges", type=int, default=DEFAULT_RANGES, choices=RANGE_CHOICES, metavar="N",
+                        help=f"number ranges ({', '.join(map(str, RANGE_CHOICES))}; default {DEFAULT_RANGES}): "
+                             "each wrk thread's consecutive new keys (and so the prepared keys) are in N different "
+                             "7-digit E.164 ranges +91 9xxxx, the per-range counter's subject at the default "
+                             "OTP_PREFIX_DIGITS=7; 1: one range per thread for 100 000 keys. No scenario uses "
+                             "email keys, so no per-domain counter is taken")
     opts = parser.parse_args(argv)
+    if not 1 <= opts.clients <= MAX_CLIENTS:
+        parser.error(f"--clients must be 1..{MAX_CLIENTS} (10.0.0.1 .. 10.255.255.254)")
     if opts.provider_latency is not None:
         return provider_main(opts, parser)
     if opts.workers is None:
@@ -740,10 +807,10 @@ def main(argv: list[str] | None = None) -> int:
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         say(f"bench: {store} store, working folder {folder}, load average {load_before[0]:.2f}")
         runs = Runs()
-        short = dict(duration=max(1, opts.warmup), connections=opts.connections, threads=opts.threads)
         if opts.warmup:
             for server in (ceiling, service):
-                wrk(server.url, api_key, "new", 0, "-", runs.take(), **short)
+                wrk(server.url, api_key, "new", 0, "-", runs.take(), duration=max(1, opts.warmup),
+                    connections=opts.connections, threads=opts.threads, spread=Spread.of(opts))
 
         fresh_runs: list[str] = []  # runs of new keys on the service whose codes are still unused
         used: set[str] = set()
@@ -751,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
         def prepared(count: int) -> list[tuple[str, str]]:
             """`count` keys with a live, untouched code, generating more (unmeasured) if need be."""
             for _ in range(6):
-                codes = codes_by_run(service.stdout_path)
+                codes = codes_by_run(service.stdout_path, Spread.of(opts))
                 pairs = [(k, c) for run in fresh_runs for k, c in codes.get(run, {}).items() if k not in used]
                 if len(pairs) >= count:
                     chosen = pairs[:count]
@@ -761,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = max(1, math.ceil((count - len(pairs)) * 1.2 / rate))
                 run = runs.take()
                 wrk(service.url, api_key, "new", 200, "-", run, duration=seconds,
-                    connections=opts.connections, threads=opts.threads)
+                    connections=opts.connections, threads=opts.threads, spread=Spread.of(opts))
                 fresh_runs.append(run)
                 time.sleep(0.5)  # the last console lines are flushed
             raise SystemExit(f"bench: could not prepare {count} keys (see {service.stdout_path})")
