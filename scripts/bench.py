@@ -300,7 +300,7 @@ def wrk(url: str, api_key: str, mode: str, expect: int, marker: str, arg: str, *
 
 def measure(target: str, scenario: str, server: Server, api_key: str, arg: str, opts) -> Run:
     _, mode, expect, marker = SCENARIOS[scenario]
-    if target == "ceiling":
+    if target in ("ceiling", "bound"):
         expect, marker = 200, "-"  # the ceiling answers 200 to every POST, X-Forwarded-For or not; no body check
     spies = []
     if opts.profile:
@@ -456,16 +456,24 @@ def cassandra_table(scenarios: list[str], lwt_rounds: dict[str, list], opts) -> 
         goal = "met" if ratio >= GOAL_CASSANDRA_RATIO else f"missed (ratio < {GOAL_CASSANDRA_RATIO})"
         rows.append(f"| {SCENARIOS[scenario][0]} | {s.rps:.0f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} | {s.node_ms:.2f} | "
                     f"{c.rps:.0f} | {c.p50_ms:.1f} | {c.p99_ms:.1f} | {c.node_ms:.2f} | {ratio:.2f} | {goal} |")
+        f = own.flask
         own_rows.append(f"| {SCENARIOS[scenario][0]} | {own.shape} | {own.rps:.0f} | {own.p50_ms:.1f} | "
-                        f"{own.p99_ms:.1f} | {own.node_ms:.2f} | {s.rps / own.rps if own.rps else 0.0:.2f} |")
+                        f"{own.p99_ms:.1f} | {own.node_ms:.2f} | {s.rps / own.rps if own.rps else 0.0:.2f} | "
+                        + (f"{f.rps:.0f} | {f.p99_ms:.1f} | {f.cpu_ms:.2f} | {f.node_ms:.2f} | "
+                           f"{f.rps / c.rps if c.rps else 0.0:.2f} | {s.rps / f.rps if f.rps else 0.0:.2f} |"
+                           if f is not None else "| | | | | |"))
         if len(trios) > 1:
             ratios = ", ".join(f"{a.rps / b.rps:.2f}" for a, b, _ in lwt_rounds[scenario] if b.rps)
             every.append(f"{SCENARIOS[scenario][0]}: ratio to the Cassandra ceiling in each round {ratios}")
     own_head = (
         "\neach scenario's own statements (bench_cassandra.py --shape), sent by the driver alone with as many in "
         "flight, measured in the same round: what separates the service from them is the service's own work\n\n"
-        "| scenario | shape | driver alone req/s | p50 ms | p99 ms | node CPU ms/req | service / driver alone |\n"
-        "|---|---|---:|---:|---:|---:|---:|\n"
+        "(and the same statements sent by the bare Flask ceiling app under the same gunicorn, ceiling_app.py "
+        "--cassandra: the most a Flask service asking them could do on this machine)\n\n"
+        "| scenario | shape | driver alone req/s | p50 ms | p99 ms | node CPU ms/req | service / driver alone | "
+        "Flask + statements req/s | p99 ms | its CPU ms/req | node CPU ms/req | its ratio to the LWT ceiling | "
+        "service / it |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     return (head + "\n".join(rows) + "\n" + ("\n" + "\n".join(every) + "\n" if every else "")
             + own_head + "\n".join(own_rows) + "\n")
@@ -802,6 +810,13 @@ def main(argv: list[str] | None = None) -> int:
                                      f"127.0.0.1:{(sp := free_port())}", "--workers", str(opts.workers)],
                          env, folder, sp)
         servers.append(service)
+        bound = None
+        if cassandra:  # the Flask ceiling app that also sends each route's statements (ceiling_app.py --cassandra)
+            bound = Server("bound", [sys.executable, str(SCRIPTS / "ceiling_app.py"), "--cassandra", "--bind",
+                                     f"127.0.0.1:{(bp := free_port())}", "--workers", str(opts.workers)],
+                           env, folder, bp)
+            servers.append(bound)
+            bound.wait_ready()
         ceiling.wait_ready()
         service.wait_ready()
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
@@ -859,6 +874,12 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(opts.pause)
                 own = cassandra_ceiling(env, opts, SCENARIO_SHAPES[scenario])
                 say(f"bench: its statements by the driver alone: {own.rps:.0f} req/s p99 {own.p99_ms:.1f} ms")
+                assert bound is not None
+                time.sleep(opts.pause)
+                flask_bound = measure("bound", scenario, bound, api_key, arg_c, opts)
+                say(f"bench: Flask and its statements alone: {flask_bound.rps:.0f} req/s p99 "
+                    f"{flask_bound.p99_ms:.1f} ms")
+                own.flask = flask_bound
             time.sleep(opts.pause)
             s = measure("service", scenario, service, api_key, arg_s, opts)
             if scenario == "right" and s.exhausted:
@@ -913,7 +934,9 @@ def main(argv: list[str] | None = None) -> int:
             "store": store, "options": vars(opts), "machine": info,
             "load_before": load_before, "load_after": load_after, "service_worker_rss_kib": rss,
             "results": [{**asdict(r), "goal_met": r.goal_met} for r in results],
-            "cassandra_ceiling": {scenario: [{"service": asdict(s), "ceiling": asdict(c), "driver_alone": asdict(own),
+            "cassandra_ceiling": {scenario: [{"service": asdict(s), "ceiling": asdict(c),
+                                              "driver_alone": {**asdict(own), "flask": asdict(own.flask)
+                                                               if own.flask is not None else None},
                                               "ratio": s.rps / c.rps if c.rps else 0.0}
                                              for s, c, own in lwt_rounds[scenario]] for scenario in scenarios},
             "rounds": {scenario: [{**asdict(r), "goal_met": r.goal_met} for r in rounds[scenario]]

@@ -47,6 +47,7 @@ class CeilingRun:
     first_error: str = ""
     node_ms: float = 0.0  # the local nodes' CPU per request, when scripts/bench.py measures it (0: not measured)
     shape: str = "lwt"
+    flask: object = None  # scripts/bench.py: the Flask ceiling app sending the same statements (its Run), if measured
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:

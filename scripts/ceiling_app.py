@@ -10,6 +10,13 @@ The gunicorn settings are not copied here: the server is `otp_service.entrypoint
 keep-alive, timeouts, logger class and hooks cannot drift from the service's.
 
     python3 scripts/ceiling_app.py --bind 127.0.0.1:8181 --workers 2
+
+With `--cassandra` (and OTP_CASSANDRA_CONTACT_POINTS / OTP_CASSANDRA_KEYSPACE set), every POST also sends what the
+service's route asks of Cassandra, through the service's own driver settings (build_cluster: the gevent connection
+under the gevent worker), and nothing else: generate, the block's read and an INSERT ... IF NOT EXISTS of a new
+key at once; verify, a read, then an INSERT ... IF NOT EXISTS (the node's work of a verify's UPDATE ... IF version).
+That is the most any Flask service asking those statements could do here. `--cassandra lwt`: generate sends
+only the INSERT, one lightweight transaction per request as the LWT ceiling does, behind HTTP and Flask.
 """
 from __future__ import annotations
 
@@ -35,8 +42,53 @@ def _timestamp() -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S:") + f"{moment.microsecond // 1000:03d}+0000"
 
 
-def create_ceiling_app() -> Flask:
+class _Statements:
+    """The routes' statements (see the module's docstring), over one session per worker, opened on first use."""
+
+    def __init__(self, lwt_only: bool = False):
+        self.lwt_only = lwt_only  # generate sends the INSERT alone: the LWT ceiling's request, behind HTTP and Flask
+        self.session = None
+        self.prepared: dict = {}
+
+    def _ready(self):
+        if self.session is None:
+            from otp_service.adapters.cassandra_store import _STATEMENTS, build_cluster
+            from otp_service.config import CassandraSettings, EnvReader
+
+            settings = CassandraSettings.from_env(EnvReader())
+            session = build_cluster(settings).connect()
+            self.prepared = {name: session.prepare(_STATEMENTS[name], keyspace=settings.keyspace)
+                             for name in ("get_otp", "get_block", "insert_otp")}
+            self.session = session
+        return self.session
+
+    @staticmethod
+    def _row() -> tuple:
+        import secrets
+        import time
+
+        now = int(time.time() * 1000)
+        return ("email", f"ceiling-{secrets.token_hex(16)}", "ceiling", now, now, now + 600_000, 0, False, None, 1,
+                now, now, None, 1, 600)
+
+    def generate(self) -> None:
+        session, row = self._ready(), self._row()
+        if self.lwt_only:
+            session.execute(self.prepared["insert_otp"], row)
+            return
+        block = session.execute_async(self.prepared["get_block"], row[:2])
+        session.execute(self.prepared["insert_otp"], row)
+        block.result()
+
+    def verify(self) -> None:
+        session = self._ready()
+        session.execute(self.prepared["get_otp"], ("email", "ceiling-absent"))
+        session.execute(self.prepared["insert_otp"], self._row())
+
+
+def create_ceiling_app(cassandra: str = "") -> Flask:
     app = Flask("otp_ceiling")
+    statements = _Statements(lwt_only=cassandra == "lwt") if cassandra else None
 
     def envelope(api_id: str, result: dict) -> Response:
         given = request.headers.get("X-Request-ID")
@@ -55,10 +107,14 @@ def create_ceiling_app() -> Flask:
 
     @app.post("/v1/otp/generate")
     def generate():
+        if statements is not None:
+            statements.generate()
         return envelope("api.otp.generate", {"response": "SUCCESS"})
 
     @app.post("/v1/otp/verify")
     def verify():
+        if statements is not None:
+            statements.verify()
         return envelope("api.otp.verify", {"response": "SUCCESS"})
 
     @app.get("/health")
@@ -72,16 +128,22 @@ def create_ceiling_app() -> Flask:
 class CeilingServer(server.OtpServer):
     """The service's gunicorn application class, loading the ceiling app instead of the service."""
 
+    cassandra = ""
+
     def load(self):
-        return create_ceiling_app()
+        return create_ceiling_app(self.cassandra)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bind", default="127.0.0.1:8181")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--cassandra", nargs="?", const="statements", choices=("statements", "lwt"), default="",
+                        help="also send each route's Cassandra statements; `lwt`: generate sends only the INSERT ... "
+                             "IF NOT EXISTS (the LWT ceiling's one request, behind HTTP and Flask)")
     args = parser.parse_args(argv)
     path = server.config_file()
+    CeilingServer.cassandra = args.cassandra
     CeilingServer({"bind": args.bind, "workers": args.workers}, path).run()
     return 0
 
