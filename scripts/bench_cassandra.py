@@ -73,15 +73,15 @@ def measure(settings: CassandraSettings, keyspace: str, *, in_flight: int, durat
             warmup: float = 1.0, shape: str = "lwt") -> CeilingRun:
     """`in_flight` lanes, each sending its next request as soon as the last one is answered, for `duration`
     seconds; a request is `shape` (SHAPES)."""
-    from otp_service.adapters.cassandra_store import _STATEMENTS
+    from otp_service.adapters.cassandra_store import statements
 
     cluster = build_cluster(settings)
     try:
         session = cluster.connect()
         release = session.execute("SELECT release_version FROM system.local").one()[0]
-        insert = session.prepare(INSERT, keyspace=keyspace)
-        store = {name: session.prepare(_STATEMENTS[name], keyspace=keyspace)
-                 for name in ("get_otp", "get_block", "insert_otp", "update_otp")}
+        insert = session.prepare(INSERT.replace("INTO otp ", f"INTO {keyspace}.otp "))
+        cql = statements(keyspace)
+        store = {name: session.prepare(cql[name]) for name in ("get_otp", "get_block", "insert_otp", "update_otp")}
         lock = threading.Lock()
         done = threading.Event()
         state = {"measuring": False, "stop_at": 0.0, "lanes": in_flight, "errors": 0, "not_applied": 0}

@@ -52,13 +52,13 @@ class _Statements:
 
     def _ready(self):
         if self.session is None:
-            from otp_service.adapters.cassandra_store import _STATEMENTS, build_cluster
+            from otp_service.adapters.cassandra_store import build_cluster, statements
             from otp_service.config import CassandraSettings, EnvReader
 
             settings = CassandraSettings.from_env(EnvReader())
             session = build_cluster(settings).connect()
-            self.prepared = {name: session.prepare(_STATEMENTS[name], keyspace=settings.keyspace)
-                             for name in ("get_otp", "get_block", "insert_otp")}
+            cql = statements(settings.keyspace)
+            self.prepared = {name: session.prepare(cql[name]) for name in ("get_otp", "get_block", "insert_otp")}
             self.session = session
         return self.session
 

@@ -134,7 +134,8 @@ def test_the_health_check_reads_a_partition_of_the_otp_table_at_local_quorum(cas
             lambda future: sent.append(
                 (future.query.prepared_statement.query_string, future.message.consistency_level)))
         store.ping()
-        assert len(sent) == 1 and " FROM otp " in sent[0][0] and sent[0][1] == ConsistencyLevel.LOCAL_QUORUM
+        assert len(sent) == 1 and f" FROM {cassandra_target.keyspace}.otp " in sent[0][0]
+        assert sent[0][1] == ConsistencyLevel.LOCAL_QUORUM
     finally:
         store.close()
 
@@ -166,16 +167,21 @@ def test_statements_are_routed_by_token_and_only_reads_and_the_block_are_retried
     try:
         store.open()
         assert isinstance(store._cluster.profile_manager.default.load_balancing_policy, TokenAwarePolicy)
+        # Protocol v4, pinned (no v5 checksummed framing: CrcMismatchException under load), and no USE: every
+        # statement names its keyspace.
+        assert store._cluster.protocol_version == 4 and store._session.keyspace is None
         for name in ("get_otp", "insert_otp", "update_otp", "delete_otp", "block_key", "get_block"):
             prepared = store._prepared[name]
-            assert prepared.keyspace == cassandra_target.keyspace, name
-            # The driver knows where (type, key) sits among the values: each request goes to a replica of its key.
+            # The driver knows where (type, key) sits among the values, and in which keyspace (from the statement's
+            # qualified table): each request goes to a replica of its key.
             indexes = prepared.routing_key_indexes or []
             assert [prepared.column_metadata[i].name for i in indexes] == ["type", "key"], name
             values = [None] * len(prepared.column_metadata)
             for i in indexes:
                 values[i] = "x"
-            assert prepared.bind(values).routing_key is not None, name
+            bound = prepared.bind(values)
+            assert bound.keyspace == cassandra_target.keyspace and bound.routing_key is not None, name
+            assert store._cluster.metadata.get_replicas(bound.keyspace, bound.routing_key), name
         idempotent = {name for name, prepared in store._prepared.items() if prepared.is_idempotent}
         assert idempotent == {"get_otp", "get_block", "block_key", "ping"}  # never a lightweight transaction
     finally:
@@ -294,3 +300,38 @@ def test_the_migrate_command_without_a_cluster_names_the_variable(monkeypatch, c
     monkeypatch.delenv("OTP_CASSANDRA_CONTACT_POINTS", raising=False)
     assert main(["migrate"]) == 2
     assert "OTP_CASSANDRA_CONTACT_POINTS" in capsys.readouterr().err
+
+
+def test_a_counter_seen_full_is_refused_without_a_transaction_until_the_sighting_is_stale(cassandra_target):
+    """Past its limit, a client costs no lightweight transaction per request: the process refuses from the count it
+    saw for full_trust_seconds, then asks Cassandra again; a release in this process is taken into account at once."""
+    from otp_service.adapters.store import Counter, Taken
+
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+        full = Counter(f"ip_send:{uuid.uuid4().hex}", float(int(time.time())), 3600, 2)
+        other = Counter(f"prefix_send:{uuid.uuid4().hex}", float(int(time.time())), 3600, 10)
+        assert store.take_counts([other, full]) == Taken(None, (1, 1))
+        assert store.take_counts([other, full]) == Taken(None, (2, 2))
+        refused = store.take_counts([other, full])  # found full, by a round trip
+        assert refused.refused == 1 and refused.counts[1] == 2
+        sent = []
+        execute_async = store._session.execute_async
+        store._session.execute_async = lambda *args: sent.append(args) or execute_async(*args)
+        refused = store.take_counts([other, full])
+        assert refused.refused == 1 and refused.counts[1] == 2
+        assert sent == []  # refused from the sighting
+        store.full_trust_seconds = 0.0  # the sighting is stale: Cassandra is asked again
+        refused = store.take_counts([other, full])
+        assert refused.refused == 1 and refused.counts[1] == 2 and sent
+        store.full_trust_seconds = 60.0
+        sent.clear()
+        store.release_counts([full])  # one given back here: the next take asks, and is taken
+        assert store.take_counts([full]) == Taken(None, (2,)) and sent
+        sent.clear()
+        # That take filled it: this process knows it is full, and refuses without asking.
+        assert store.take_counts([full]) == Taken(0, (2,)) and sent == []
+        assert store.take_counts([other]) == Taken(None, (3,))  # the other counter is not refused with it
+    finally:
+        store.close()

@@ -19,6 +19,11 @@ class CassandraSettings:
     tls_ca_file: str | None = None
     connect_timeout: float = 5.0
     request_timeout: float = 2.0
+    # 4, not the driver's highest: with protocol v5 the driver frames messages in checksummed segments, and under
+    # load a gevent worker's connection failed that check (CrcMismatchException, cassandra-driver 3.30.1, PYTHON-1337):
+    # the host was marked down and hundreds of requests answered 503. v4 has no such framing (and no per-statement
+    # keyspace, which the store does not need: its statements name their keyspace).
+    protocol_version: int = 4
 
     @classmethod
     def from_env(cls, env: EnvReader) -> "CassandraSettings":
@@ -36,4 +41,5 @@ class CassandraSettings:
             tls_ca_file=env.str("OTP_CASSANDRA_TLS_CA_FILE"),
             connect_timeout=env.float("OTP_CASSANDRA_CONNECT_TIMEOUT", 5.0, 0.1),
             request_timeout=env.float("OTP_CASSANDRA_REQUEST_TIMEOUT", 2.0, 0.1),
+            protocol_version=env.int("OTP_CASSANDRA_PROTOCOL_VERSION", 4, 3, 5),
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -43,6 +44,8 @@ _OTP_FIELDS = (
     "otp, created_on, updated_on, expires_on, retry_count, is_locked, locked_on, send_count, window_start, "
     "last_sent_on, blocked_until, version"
 )
+# Each statement names its tables' keyspace ({ks}, filled in by statements()): no `USE`, which Cassandra 5.0 warns
+# about with prepared statements, and no per-statement keyspace, which only protocol v5 has.
 _STATEMENTS = {
     "get_otp": f"SELECT type, key, {_OTP_FIELDS}, TTL(version) FROM otp WHERE type = ? AND key = ?",
     "insert_otp": f"INSERT INTO otp (type, key, {_OTP_FIELDS}) VALUES ({', '.join(['?'] * 14)}) "
@@ -77,6 +80,20 @@ _STATEMENTS.update(_COUNTER_STATEMENTS)
 # trip; wrong (another process counted since), the answer carries the current value and one more round trip fixes it.
 _COUNTER_HINTS_MAX = 50_000
 _COUNTER_ROUNDS = 50  # lost compare-and-sets in a row on one counter before the request is answered 503
+# A counter this process saw at its limit is refused from that sighting for this long, without a transaction: a
+# client hammering past its limit (or a gateway not named in OTP_TRUSTED_PROXIES) then costs Cassandra one
+# compare-and-set a second per process instead of one per request, and cannot pile Paxos contention on the counter's
+# partition. A count only grows within its window, except by release_counts, which another process may do
+# meanwhile: that release is seen at most this late (the take is refused where it could have been taken).
+_FULL_TRUST_SECONDS = 1.0
+
+
+_TABLE = re.compile(r"\b(FROM|INTO|UPDATE) (otp|blocked_key|abuse_counter)\b")
+
+
+def statements(keyspace: str) -> dict[str, str]:
+    """The store's statements, by name, their tables qualified with `keyspace` (a plain identifier: settings)."""
+    return {name: _TABLE.sub(rf"\1 {keyspace}.\2", cql) for name, cql in _STATEMENTS.items()}
 
 
 def build_cluster(settings: CassandraSettings) -> Cluster:
@@ -99,6 +116,7 @@ def build_cluster(settings: CassandraSettings) -> Cluster:
         contact_points=list(settings.contact_points),
         connection_class=connection_class(),
         port=settings.port,
+        protocol_version=settings.protocol_version,
         auth_provider=auth,
         ssl_context=tls,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
@@ -145,6 +163,8 @@ class CassandraStore(Store):
         self._prepared: dict = {}
         self._next_attempt = 0.0
         self._counter_hints: dict[tuple[str, float], int] = {}
+        self._seen_full: dict[tuple[str, float], float] = {}  # counter -> when (monotonic) a take found it full
+        self.full_trust_seconds = _FULL_TRUST_SECONDS
 
     # -- connection, per process ----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -164,14 +184,9 @@ class CassandraStore(Store):
             cluster = build_cluster(self.settings)
             try:
                 session = cluster.connect()
-                # Protocol v5 (Cassandra 4.0+) names the keyspace per prepared statement; a session-wide USE with
-                # prepared statements makes Cassandra 5.0 warn on every PREPARE. Older protocols need the USE.
-                per_statement = cluster.protocol_version >= 5
-                if not per_statement:
-                    session.set_keyspace(self.keyspace)
                 self._prepared = {}
-                for name, cql in _STATEMENTS.items():
-                    prepared = session.prepare(cql, keyspace=self.keyspace if per_statement else None)
+                for name, cql in statements(self.keyspace).items():
+                    prepared = session.prepare(cql)
                     prepared.is_idempotent = name in _IDEMPOTENT
                     self._prepared[name] = prepared
             except _DRIVER_ERRORS as exc:
@@ -275,8 +290,11 @@ class CassandraStore(Store):
         is taken only below its limit, and when one refuses, those taken are given back before the answer."""
         if not counters:
             return Taken(None, ())
-        session = self._ready()
         known = [self._counter_hints.get((c.name, c.start)) for c in counters]
+        full = self._known_full(counters, known)
+        if full is not None:
+            return Taken(full, tuple(k or 0 for k in known))
+        session = self._ready()
         counts, taken, refused = [0] * len(counters), [False] * len(counters), None
         pending = list(range(len(counters)))
         for _ in range(_COUNTER_ROUNDS):
@@ -301,6 +319,10 @@ class CassandraStore(Store):
             if refused is not None or not pending:
                 break
         self._remember(counters, known)
+        seen = time.monotonic()
+        for counter, count in zip(counters, known, strict=True):  # at its limit now, by this take or another's
+            if count is not None and counter.limit > 0 and count >= counter.limit:
+                self._seen_full[(counter.name, counter.start)] = seen
         if refused is None and pending:
             self.release_counts([c for c, t in zip(counters, taken, strict=True) if t])
             raise StoreUnavailable("cassandra: take_counts: too many concurrent writers")
@@ -312,6 +334,8 @@ class CassandraStore(Store):
         if not counters:
             return
         session = self._ready()
+        for counter in counters:
+            self._seen_full.pop((counter.name, counter.start), None)
         known = [self._counter_hints.get((c.name, c.start)) for c in counters]
         pending = list(range(len(counters)))
         for _ in range(_COUNTER_ROUNDS):
@@ -375,10 +399,23 @@ class CassandraStore(Store):
         current = found[names.index("count")] if "count" in names else None
         return False, current
 
+    def _known_full(self, counters: Sequence[Counter], known: list[int | None]) -> int | None:
+        """The first counter this process saw at its limit within full_trust_seconds, and knows no lower since."""
+        now = time.monotonic()
+        for i, (counter, count) in enumerate(zip(counters, known, strict=True)):
+            seen = self._seen_full.get((counter.name, counter.start))
+            if seen is None or counter.limit <= 0 or count is None or count < counter.limit:
+                continue
+            if now - seen < self.full_trust_seconds:
+                return i
+            del self._seen_full[(counter.name, counter.start)]
+        return None
+
     def _remember(self, counters: Sequence[Counter], known: list[int | None]) -> None:
         hints = self._counter_hints
         if len(hints) > _COUNTER_HINTS_MAX:
             hints.clear()
+            self._seen_full.clear()
         for counter, value in zip(counters, known, strict=True):
             if value is None or value < 0:
                 hints.pop((counter.name, counter.start), None)
