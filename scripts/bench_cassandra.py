@@ -109,8 +109,8 @@ def measure(settings: CassandraSettings, keyspace: str, *, in_flight: int, durat
         def steps(lane: int) -> list[list[tuple]]:
             if shape == "lwt":
                 return [[(insert, values(), True)]]
-            if shape == "new":
-                row = values()
+            if shape == "new":  # the store's insert_otp: type, key, _OTP_FIELDS, TTL
+                row = ("email", f"bench-{secrets.token_hex(16)}", *fields(1), 600)
                 return [[(store["get_block"], row[:2], None), (store["insert_otp"], row, True)]]
             entry = pools[lane][turns[lane] % POOL_PER_LANE]
             turns[lane] += 1

@@ -241,6 +241,33 @@ def test_a_create_is_one_round_trip_and_a_refused_one_reads_nothing_more(cassand
         store.close()
 
 
+def test_a_create_whose_block_read_failed_reads_the_block_again_rather_than_answer_503(cassandra_target):
+    """The INSERT is written whatever the block's read in flight beside it did: a failed read is read once more, so
+    a send already counted is not answered 503."""
+    from otp_service.adapters.store import BlockedRow
+
+    store = cassandra_target.new_store()
+    try:
+        store.open()
+        written = row()
+        store.block_key(BlockedRow("email", written.key, time.time(), time.time(), time.time() + 60))
+        answer = store._answer
+        failures = []
+
+        def failing_once(sent):
+            if not failures:
+                failures.append(sent[0])
+                raise StoreUnavailable("cassandra: get_block: OperationTimedOut")
+            return answer(sent)
+
+        store._answer = failing_once
+        created, existing, block = store.create_otp(written)
+        assert failures == ["get_block"] and created and existing is None
+        assert block is not None and block == store.get_block("email", written.key)
+    finally:
+        store.close()
+
+
 def test_a_forked_child_opens_its_own_session(cassandra_target):
     store = cassandra_target.new_store()
     written = row()

@@ -157,6 +157,10 @@ def migrate_cluster(settings: CassandraSettings, keyspace: str, cql_dir: Path, *
     files = load_files(cql_dir, keyspace)
     # DDL waits for schema agreement: give it longer than a request of the service.
     cluster = build_cluster(replace(settings, request_timeout=max(settings.request_timeout, 30.0)))
+    # The driver waits this long after each DDL for every node to agree on the schema (default 10 s), then goes on:
+    # on a fresh three-node cluster on a busy machine that was too short, and the next write failed with
+    # INCOMPATIBLE_SCHEMA from the nodes still behind.
+    cluster.max_schema_agreement_wait = 60
     try:
         session = cluster.connect()
         return migrate(session, keyspace, files, dry_run=dry_run, say=say)

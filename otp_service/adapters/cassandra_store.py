@@ -33,9 +33,10 @@ from .store import BlockedRow, Counter, OtpRow, Store, StoreUnavailable, Taken, 
 
 log = logging.getLogger("otp_service.store.cassandra")
 
-# ErrorMessage: a server error the driver has no class for, raised as is. Cassandra 5.0 answers a lightweight
-# transaction whose proposal reached fewer than a quorum of replicas with CAS_WRITE_UNKNOWN (code 0x1700, protocol v5),
-# which cassandra-driver (3.30) has no class for: its outcome is unknown, like a timeout's, so it is a 503 like one.
+# ErrorMessage: a server error the driver has no class for, raised as is. Over protocol v5, Cassandra 5.0 answers a
+# lightweight transaction whose proposal reached fewer than a quorum of replicas with CAS_WRITE_UNKNOWN (code 0x1700),
+# which cassandra-driver (3.30) has no class for (over v4, the store's default, it is a WriteTimeout of type CAS): its
+# outcome is unknown, like a timeout's, so it is a 503 like one.
 _DRIVER_ERRORS = (NoHostAvailable, RequestExecutionException, DriverException, ConnectionException, ErrorMessage,
                   OSError)
 _RECONNECT_PAUSE = 2.0  # seconds between connection attempts while the cluster is unreachable
@@ -151,7 +152,11 @@ def _seconds(moment: datetime | None) -> float | None:
 
 class CassandraStore(Store):
     name = "cassandra"
-    insert_first = True  # a new key's generate is then one lightweight transaction (create_otp), not a read and one
+    # Off: with it on (a new key's generate one lightweight transaction, create_otp, instead of reads and one), the
+    # three-node cluster test (paxos_variant v2, one node SIGKILLed under load) saw a right code answered
+    # ERROR_INVALID_OTP and a key's five sends read back at SERIAL as one, which no single-node test shows. Until that
+    # is understood, a generate reads first, as before; create_otp stays, and its contract tests run.
+    insert_first = False
 
     def __init__(self, settings: CassandraSettings, *, keyspace: str | None = None):
         self.settings = settings
@@ -245,7 +250,12 @@ class CassandraStore(Store):
         sent = self._send("get_block", (row.type, row.key))
         ttl = ttl_seconds(row.expires_at, time.time(), round_up=False)
         result = self._run("insert_otp", (row.type, row.key, *_fields(row), ttl))
-        block = _blocked_row(self._answer(sent).one())
+        try:
+            block = _blocked_row(self._answer(sent).one())
+        except StoreUnavailable:
+            # The insert is written (or refused) whatever the read did: read the block once more rather than answer
+            # 503 for a send that is already counted.
+            block = self.get_block(row.type, row.key)
         if result.was_applied:
             return True, None, block
         found = result.one()
@@ -408,7 +418,7 @@ class CassandraStore(Store):
                 continue
             if now - seen < self.full_trust_seconds:
                 return i
-            del self._seen_full[(counter.name, counter.start)]
+            self._seen_full.pop((counter.name, counter.start), None)  # pop: another thread may have dropped it
         return None
 
     def _remember(self, counters: Sequence[Counter], known: list[int | None]) -> None:

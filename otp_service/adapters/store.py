@@ -125,7 +125,9 @@ class Store(abc.ABC):
         Atomic per counter across threads, workers and instances: N concurrent takes of a counter with limit L
         succeed min(N, L) times. Across counters, a refused take leaves every counter as it was (a store that cannot
         refuse them all at once gives back what it took before it returns). Counters live until their window ends.
-        A counter whose limit is 0 is only read: the take is refused, with its current count.
+        A counter whose limit is 0 is only read: the take is refused, with its current count. A store may refuse a
+        counter it saw at its limit a moment ago without asking again (Cassandra: for a second), and then names the
+        first counter it knows is full; a release by another process in that moment is seen late.
         """
 
     @abc.abstractmethod

@@ -125,13 +125,18 @@ class OtpService:
             return None, None
         row = self._new_row(contact.type_name, token, None, None, plan.state)
         created, existing, block = self.store.create_otp(row)
-        if block is not None and block.blocked_until > self._now():
+        now = self._now()  # one reading for the block's check and its refusal: the block cannot end in between
+        if block is not None and block.blocked_until > now:
             if created:
                 # A block the table holds without a row (written before blocks were a state of the row): the row
-                # just created holds it too, so no code from it ever verifies.
+                # just created holds it too, so no code from it ever verifies. Best effort: if this loses to another
+                # request or the store fails, the row keeps a code nobody was sent, and the table still refuses.
                 blocked = plan.state._replace(code=None, blocked_until=block.blocked_until)
-                self.store.update_otp(self._new_row(contact.type_name, token, row, plan.state, blocked), row.version)
-            self._refuse_block(contact, block)
+                with contextlib.suppress(StoreUnavailable):
+                    self.store.update_otp(self._new_row(contact.type_name, token, row, plan.state, blocked),
+                                          row.version)
+            self.lockout.put(_cache_id(contact.type_name, block.key), block.blocked_until, now)
+            raise errors.key_blocked(contact.type_name, _when(block.blocked_until))
         return (plan if created else None), existing
 
     def _plan_and_write(self, contact: Contact, tokens: list[str], row: OtpRow | None) -> Send | None:
