@@ -362,3 +362,35 @@ def test_a_counter_seen_full_is_refused_without_a_transaction_until_the_sighting
         assert store.take_counts([other]) == Taken(None, (3,))  # the other counter is not refused with it
     finally:
         store.close()
+
+
+def test_a_migration_statement_refused_by_a_node_behind_on_the_schema_is_tried_again():
+    """A node that has not yet applied the previous DDL answers "doesn't exist" (or INCOMPATIBLE_SCHEMA): such a
+    refusal changed nothing, so migrate waits for agreement and tries again; any other refusal is raised at once."""
+    from cassandra import InvalidRequest
+
+    from otp_service.adapters.cassandra_migrate import _execute
+
+    class Session:
+        def __init__(self, failures):
+            self.failures, self.calls, self.waits = list(failures), 0, 0
+            self.cluster = self
+            self.control_connection = self
+
+        def wait_for_schema_agreement(self, wait_time):
+            self.waits += 1
+            return True
+
+        def execute(self, statement, params=None):
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+            return "done"
+
+    behind = Session([InvalidRequest("Keyspace 'otp_x' doesn't exist")] * 2)
+    assert _execute(behind, "CREATE TABLE IF NOT EXISTS otp_x.t (k int PRIMARY KEY)") == "done"
+    assert behind.calls == 3 and behind.waits == 2
+    wrong = Session([InvalidRequest("line 1:7 no viable alternative at input")])
+    with pytest.raises(InvalidRequest):
+        _execute(wrong, "CREATE TABL otp_x.t")
+    assert wrong.calls == 1 and wrong.waits == 0

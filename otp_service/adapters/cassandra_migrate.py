@@ -108,6 +108,30 @@ def _retarget(statement: str, keyspace: str) -> str:
     return statement
 
 
+_SCHEMA_SETTLE_SECONDS = 60.0
+
+
+def _execute(session, statement: str, params: tuple | None = None):
+    """Run one statement of a migration, after the cluster agrees on the schema so far.
+
+    After a DDL the driver waits for every node to report the same schema version, but that report travels by gossip:
+    on a fresh cluster on a busy machine, a node could still be behind when the next statement reached it, which
+    answered "Keyspace ... doesn't exist" or INCOMPATIBLE_SCHEMA (seen in tests/test_cluster.py). Such a refusal
+    changes nothing, so it is tried again, for up to _SCHEMA_SETTLE_SECONDS; anything else is raised at once."""
+    from cassandra import InvalidRequest, WriteFailure
+
+    deadline = time.monotonic() + _SCHEMA_SETTLE_SECONDS
+    while True:
+        try:
+            return session.execute(statement, params)
+        except (InvalidRequest, WriteFailure) as exc:
+            behind = "doesn't exist" in str(exc) or "INCOMPATIBLE_SCHEMA" in str(exc) or "unconfigured" in str(exc)
+            if not behind or time.monotonic() > deadline:
+                raise
+            session.cluster.control_connection.wait_for_schema_agreement(wait_time=5)
+            time.sleep(0.5)
+
+
 def migrate(session, keyspace: str, files: list[CqlFile], *, dry_run: bool = False,
             say: Callable[[str], None] = print) -> list[str]:
     """Apply what is not yet applied; returns the names applied. `session` is a connected driver Session."""
@@ -127,9 +151,10 @@ def migrate(session, keyspace: str, files: list[CqlFile], *, dry_run: bool = Fal
             say(f"would apply {f.name} ({len(f.statements)} statements)")
             continue
         for statement in f.statements:
-            session.execute(statement)
-        session.execute(_TRACKING.format(ks=keyspace))
-        session.execute(
+            _execute(session, statement)
+        _execute(session, _TRACKING.format(ks=keyspace))
+        _execute(
+            session,
             f"INSERT INTO {keyspace}.schema_migrations (filename, checksum, applied_on) VALUES (%s, %s, %s)",
             (f.name, f.checksum, int(time.time() * 1000)),
         )
@@ -144,8 +169,8 @@ def _applied(session, keyspace: str) -> dict[str, str]:
     ).one()
     if exists is None:
         return {}
-    session.execute(_TRACKING.format(ks=keyspace))
-    return {row[0]: row[1] for row in session.execute(f"SELECT filename, checksum FROM {keyspace}.schema_migrations")}
+    _execute(session, _TRACKING.format(ks=keyspace))
+    return {row[0]: row[1] for row in _execute(session, f"SELECT filename, checksum FROM {keyspace}.schema_migrations")}
 
 
 def migrate_cluster(settings: CassandraSettings, keyspace: str, cql_dir: Path, *, dry_run: bool = False,
