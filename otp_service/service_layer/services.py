@@ -10,7 +10,7 @@ import operator
 import random
 import time
 from datetime import datetime, timezone
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple, NoReturn
 
 from ..adapters.crypto import DecryptionError, KeyRing
 from ..adapters.lockout_cache import LockoutCache
@@ -135,8 +135,7 @@ class OtpService:
                 with contextlib.suppress(StoreUnavailable):
                     self.store.update_otp(self._new_row(contact.type_name, token, row, plan.state, blocked),
                                           row.version)
-            self.lockout.put(_cache_id(contact.type_name, block.key), block.blocked_until, now)
-            raise errors.key_blocked(contact.type_name, _when(block.blocked_until))
+            self._refuse_block(contact, block, now)
         return (plan if created else None), existing
 
     def _plan_and_write(self, contact: Contact, tokens: list[str], row: OtpRow | None) -> Send | None:
@@ -147,8 +146,7 @@ class OtpService:
         plan = plan_send(current, now, self.limits)
         if isinstance(plan, Blocked):
             assert row is not None  # only a stored state is blocked
-            self.lockout.put(_cache_id(contact.type_name, row.key), plan.until, now)
-            raise errors.key_blocked(contact.type_name, _when(plan.until))
+            self._refuse_until(contact, row.key, plan.until, now)
         # A new row goes under the newest key; a row found under an older one is updated where it is.
         if not self._write(contact, tokens[0] if row is None else row.key, row, current, plan.state):
             return None
@@ -173,12 +171,16 @@ class OtpService:
             if block is not None:
                 self._refuse_block(contact, block)
 
-    def _refuse_block(self, contact: Contact, block: BlockedRow) -> None:
-        """Refuse a key the store has a block for, and remember the block in this process until it ends."""
-        now = self._now()
+    def _refuse_block(self, contact: Contact, block: BlockedRow, now: float | None = None) -> None:
+        """Refuse a key the store has a block for (if it has not ended by `now`, the clock's reading unless given)."""
+        now = self._now() if now is None else now
         if block.blocked_until > now:
-            self.lockout.put(_cache_id(contact.type_name, block.key), block.blocked_until, now)
-            raise errors.key_blocked(contact.type_name, _when(block.blocked_until))
+            self._refuse_until(contact, block.key, block.blocked_until, now)
+
+    def _refuse_until(self, contact: Contact, token: str, until: float, now: float) -> NoReturn:
+        """KEY_BLOCKED, the block remembered in this process's lockout cache until it ends."""
+        self.lockout.put(_cache_id(contact.type_name, token), until, now)
+        raise errors.key_blocked(contact.type_name, _when(until))
 
     def _record_block(self, contact: Contact, tokens: list[str], now: float, until: float) -> None:
         """The row now holds the block; record it in the blocked-keys table and this process's lockout cache too
