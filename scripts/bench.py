@@ -388,13 +388,17 @@ def machine() -> dict:
     }
 
 
+def traffic(opts) -> str:
+    """What every report's head says of the services' traffic: the spread of clients and ranges, and each --set."""
+    return Spread.of(opts).describe() + (f", {' '.join(opts.set)}" if opts.set else "")
+
+
 def table(results: list[Result], opts, store: str) -> str:
     head = (
         f"store={store}, channel=console, workers={opts.workers}, connections={opts.connections}, "
         f"wrk threads={opts.threads}, {opts.duration} s per run"
         + (f", median of {opts.rounds} rounds" if opts.rounds > 1 else "")
-        + f", {Spread.of(opts).describe()}"
-        + (f", {' '.join(opts.set)}" if opts.set else "") + "\n\n"
+        + f", {traffic(opts)}\n\n"
         "| scenario | service req/s | p50 ms | p99 ms | CPU ms/req | ceiling req/s | p50 ms | p99 ms | CPU ms/req "
         "| ratio | goal |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
@@ -442,8 +446,7 @@ def cassandra_table(scenarios: list[str], lwt_rounds: dict[str, list], opts) -> 
         f"against the Cassandra ceiling: Apache Cassandra {first.release_version}, the cassandra-driver alone, one "
         f"lightweight transaction per request, {first.in_flight} in flight, measured just before each service run"
         + (f"; median of {opts.rounds} rounds" if opts.rounds > 1 else "")
-        + f"; service traffic: {Spread.of(opts).describe()}"
-        + (f", {' '.join(opts.set)}" if opts.set else "") + "\n\n"
+        + f"; service traffic: {traffic(opts)}\n\n"
         "| scenario | service req/s | p50 ms | p99 ms | node CPU ms/req | Cassandra LWT/s | p50 ms | p99 ms | "
         "node CPU ms/LWT | ratio | goal |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
@@ -651,7 +654,7 @@ def provider_main(opts, parser) -> int:
     workers = opts.workers if opts.workers is not None else "default"
     print(f"provider-latency mode: store={store}, workers={workers}, new key per request, wrk threads={opts.threads}, "
           f"{opts.duration} s per run" + (f", median of {opts.rounds} interleaved rounds" if opts.rounds > 1 else "")
-          + f", {Spread.of(opts).describe()}" + (f", {' '.join(opts.set)}" if opts.set else "") + "\n")
+          + f", {traffic(opts)}\n")
     print("| connections | target | req/s | p50 ms | p99 ms | CPU ms/req | socket errors | timeouts | non-2xx |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:

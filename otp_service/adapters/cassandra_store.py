@@ -45,8 +45,8 @@ _OTP_FIELDS = (
     "otp, created_on, updated_on, expires_on, retry_count, is_locked, locked_on, send_count, window_start, "
     "last_sent_on, blocked_until, version"
 )
-# Each statement names its tables' keyspace ({ks}, filled in by statements()): no `USE`, which Cassandra 5.0 warns
-# about with prepared statements, and no per-statement keyspace, which only protocol v5 has.
+# Written unqualified here; statements() names each table's keyspace before they are prepared: no `USE`, which
+# Cassandra 5.0 warns about with prepared statements, and no per-statement keyspace, which only protocol v5 has.
 _STATEMENTS = {
     "get_otp": f"SELECT type, key, {_OTP_FIELDS}, TTL(version) FROM otp WHERE type = ? AND key = ?",
     "insert_otp": f"INSERT INTO otp (type, key, {_OTP_FIELDS}) VALUES ({', '.join(['?'] * 14)}) "
