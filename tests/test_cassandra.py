@@ -38,6 +38,15 @@ def session(cassandra_target):
 
 
 @pytest.fixture
+def open_store(cassandra_target):
+    """A CassandraStore of the session's keyspace, connected, closed after the test."""
+    store = cassandra_target.new_store()
+    store.open()
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def scratch_keyspace(session):
     name = f"otp_mig_{uuid.uuid4().hex[:8]}"
     yield name
@@ -103,169 +112,141 @@ def test_migrate_applies_a_new_file_and_dry_run_applies_nothing(session, cassand
         "006_extra.cql"]
 
 
-def test_the_store_uses_local_quorum_and_local_serial(cassandra_target):
-    store = cassandra_target.new_store()
-    try:
-        store.open()
-        sent = []  # (statement text, consistency, serial consistency) of every request, as the driver sends it
-        store._session.add_request_init_listener(
-            lambda future: sent.append((future.query.prepared_statement.query_string, future.message.consistency_level,
-                                        future.message.serial_consistency_level)))
-        written = row()
-        assert store.insert_otp(written)
-        assert store.get_otp("email", written.key) is not None
-        assert store.update_otp(written._replace(version=written.version + 1), written.version)
-        otp_requests = [s for s in sent if " otp " in s[0] or " otp(" in s[0] or ".otp " in s[0]]
-        assert len(otp_requests) == 3
-        assert all(consistency == ConsistencyLevel.LOCAL_QUORUM for _, consistency, _ in otp_requests)
-        lwts = [s for s in otp_requests if " IF " in s[0]]
-        assert len(lwts) == 2 and all(serial == ConsistencyLevel.LOCAL_SERIAL for _, _, serial in lwts)
-    finally:
-        store.close()
+def test_the_store_uses_local_quorum_and_local_serial(open_store):
+    store = open_store
+    sent = []  # (statement text, consistency, serial consistency) of every request, as the driver sends it
+    store._session.add_request_init_listener(
+        lambda future: sent.append((future.query.prepared_statement.query_string, future.message.consistency_level,
+                                    future.message.serial_consistency_level)))
+    written = row()
+    assert store.insert_otp(written)
+    assert store.get_otp("email", written.key) is not None
+    assert store.update_otp(written._replace(version=written.version + 1), written.version)
+    otp_requests = [s for s in sent if " otp " in s[0] or " otp(" in s[0] or ".otp " in s[0]]
+    assert len(otp_requests) == 3
+    assert all(consistency == ConsistencyLevel.LOCAL_QUORUM for _, consistency, _ in otp_requests)
+    lwts = [s for s in otp_requests if " IF " in s[0]]
+    assert len(lwts) == 2 and all(serial == ConsistencyLevel.LOCAL_SERIAL for _, _, serial in lwts)
 
 
-def test_the_health_check_reads_a_partition_of_the_otp_table_at_local_quorum(cassandra_target):
+def test_the_health_check_reads_a_partition_of_the_otp_table_at_local_quorum(open_store, cassandra_target):
     """system.local is answered by the coordinator alone; /health must fail when a quorum of replicas does."""
-    store = cassandra_target.new_store()
-    try:
-        store.open()
-        sent = []
-        store._session.add_request_init_listener(
-            lambda future: sent.append(
-                (future.query.prepared_statement.query_string, future.message.consistency_level)))
-        store.ping()
-        assert len(sent) == 1 and f" FROM {cassandra_target.keyspace}.otp " in sent[0][0]
-        assert sent[0][1] == ConsistencyLevel.LOCAL_QUORUM
-    finally:
-        store.close()
+    store = open_store
+    sent = []
+    store._session.add_request_init_listener(
+        lambda future: sent.append(
+            (future.query.prepared_statement.query_string, future.message.consistency_level)))
+    store.ping()
+    assert len(sent) == 1 and f" FROM {cassandra_target.keyspace}.otp " in sent[0][0]
+    assert sent[0][1] == ConsistencyLevel.LOCAL_QUORUM
 
 
-def test_a_server_error_the_driver_has_no_class_for_is_store_unavailable(cassandra_target, monkeypatch):
+def test_a_server_error_the_driver_has_no_class_for_is_store_unavailable(open_store, monkeypatch):
     """Cassandra 5.0's CAS_WRITE_UNKNOWN (0x1700) reaches the service as a bare ErrorMessage: a 503, not a 500."""
     from cassandra.protocol import ErrorMessage
 
-    store = cassandra_target.new_store()
-    try:
-        store.open()
+    store = open_store
 
-        def unknown(*args, **kwargs):
-            raise ErrorMessage(0x1700, "CAS operation result is unknown - proposal accepted by 1 but not a quorum.",
-                               None)
+    def unknown(*args, **kwargs):
+        raise ErrorMessage(0x1700, "CAS operation result is unknown - proposal accepted by 1 but not a quorum.",
+                           None)
 
-        monkeypatch.setattr(store._session, "execute", unknown)
-        written = row()
-        with pytest.raises(StoreUnavailable, match="update_otp: ErrorMessage"):
-            store.update_otp(written, written.version)
-    finally:
-        store.close()
+    monkeypatch.setattr(store._session, "execute", unknown)
+    written = row()
+    with pytest.raises(StoreUnavailable, match="update_otp: ErrorMessage"):
+        store.update_otp(written, written.version)
 
 
-def test_statements_are_routed_by_token_and_only_reads_and_the_block_are_retried(cassandra_target):
+def test_statements_are_routed_by_token_and_only_reads_and_the_block_are_retried(open_store, cassandra_target):
     from cassandra.policies import TokenAwarePolicy
 
-    store = cassandra_target.new_store()
-    try:
-        store.open()
-        assert isinstance(store._cluster.profile_manager.default.load_balancing_policy, TokenAwarePolicy)
-        # Protocol v4, pinned (no v5 checksummed framing: CrcMismatchException under load), and no USE: every
-        # statement names its keyspace.
-        assert store._cluster.protocol_version == 4 and store._session.keyspace is None
-        for name in ("get_otp", "insert_otp", "update_otp", "delete_otp", "block_key", "get_block"):
-            prepared = store._prepared[name]
-            # The driver knows where (type, key) sits among the values, and in which keyspace (from the statement's
-            # qualified table): each request goes to a replica of its key.
-            indexes = prepared.routing_key_indexes or []
-            assert [prepared.column_metadata[i].name for i in indexes] == ["type", "key"], name
-            values = [None] * len(prepared.column_metadata)
-            for i in indexes:
-                values[i] = "x"
-            bound = prepared.bind(values)
-            assert bound.keyspace == cassandra_target.keyspace and bound.routing_key is not None, name
-            assert store._cluster.metadata.get_replicas(bound.keyspace, bound.routing_key), name
-        idempotent = {name for name, prepared in store._prepared.items() if prepared.is_idempotent}
-        assert idempotent == {"get_otp", "get_block", "block_key", "ping"}  # never a lightweight transaction
-    finally:
-        store.close()
+    store = open_store
+    assert isinstance(store._cluster.profile_manager.default.load_balancing_policy, TokenAwarePolicy)
+    # Protocol v4, pinned (no v5 checksummed framing: CrcMismatchException under load), and no USE: every
+    # statement names its keyspace.
+    assert store._cluster.protocol_version == 4 and store._session.keyspace is None
+    for name in ("get_otp", "insert_otp", "update_otp", "delete_otp", "block_key", "get_block"):
+        prepared = store._prepared[name]
+        # The driver knows where (type, key) sits among the values, and in which keyspace (from the statement's
+        # qualified table): each request goes to a replica of its key.
+        indexes = prepared.routing_key_indexes or []
+        assert [prepared.column_metadata[i].name for i in indexes] == ["type", "key"], name
+        values = [None] * len(prepared.column_metadata)
+        for i in indexes:
+            values[i] = "x"
+        bound = prepared.bind(values)
+        assert bound.keyspace == cassandra_target.keyspace and bound.routing_key is not None, name
+        assert store._cluster.metadata.get_replicas(bound.keyspace, bound.routing_key), name
+    idempotent = {name for name, prepared in store._prepared.items() if prepared.is_idempotent}
+    assert idempotent == {"get_otp", "get_block", "block_key", "ping"}  # never a lightweight transaction
 
 
-def test_a_generate_reads_its_row_and_block_in_one_round_trip_when_the_row_exists(cassandra_target):
+def test_a_generate_reads_its_row_and_block_in_one_round_trip_when_the_row_exists(open_store):
     from otp_service.adapters.store import BlockedRow
 
-    store = cassandra_target.new_store()
-    try:
-        store.open()
-        written = row()
-        assert store.insert_otp(written)
-        calls = []
-        for name in ("_send", "get_otp", "_answer", "get_block"):
-            method = getattr(store, name)
-            setattr(store, name, lambda *args, _name=name, _method=method: calls.append(_name) or _method(*args))
-        found, block = store.get_otp_and_block("email", written.key)
-        assert found is not None and block is None
-        # The block's read is sent, the row is read, and only then is the block's answer awaited: both were out at
-        # once, whichever answered first.
-        assert calls == ["_send", "get_otp", "_answer"]
-        # Neither seen: the block may have been read before a block-then-delete landed, so it is read again.
-        calls.clear()
-        assert store.get_otp_and_block("email", f"tok-{uuid.uuid4().hex}") == (None, None)
-        assert calls == ["_send", "get_otp", "_answer", "get_block"]
-        blocked = f"tok-{uuid.uuid4().hex}"
-        store.block_key(BlockedRow("email", blocked, time.time(), time.time(), time.time() + 60))
-        calls.clear()
-        assert store.get_otp_and_block("email", blocked)[1] is not None
-        assert calls == ["_send", "get_otp", "_answer"]
-    finally:
-        store.close()
+    store = open_store
+    written = row()
+    assert store.insert_otp(written)
+    calls = []
+    for name in ("_send", "get_otp", "_answer", "get_block"):
+        method = getattr(store, name)
+        setattr(store, name, lambda *args, _name=name, _method=method: calls.append(_name) or _method(*args))
+    found, block = store.get_otp_and_block("email", written.key)
+    assert found is not None and block is None
+    # The block's read is sent, the row is read, and only then is the block's answer awaited: both were out at
+    # once, whichever answered first.
+    assert calls == ["_send", "get_otp", "_answer"]
+    # Neither seen: the block may have been read before a block-then-delete landed, so it is read again.
+    calls.clear()
+    assert store.get_otp_and_block("email", f"tok-{uuid.uuid4().hex}") == (None, None)
+    assert calls == ["_send", "get_otp", "_answer", "get_block"]
+    blocked = f"tok-{uuid.uuid4().hex}"
+    store.block_key(BlockedRow("email", blocked, time.time(), time.time(), time.time() + 60))
+    calls.clear()
+    assert store.get_otp_and_block("email", blocked)[1] is not None
+    assert calls == ["_send", "get_otp", "_answer"]
 
 
-def test_a_create_is_one_round_trip_and_a_refused_one_reads_nothing_more(cassandra_target):
+def test_a_create_is_one_round_trip_and_a_refused_one_reads_nothing_more(open_store):
     """create_otp sends the block's read, then the INSERT ... IF NOT EXISTS while it is on its way; when the insert
     is refused, the row in its way comes from the transaction's own answer, not from another read."""
-    store = cassandra_target.new_store()
-    try:
-        store.open()
-        written = row(send_count=3)
-        calls = []
-        for name in ("_send", "_run", "_answer", "get_otp", "get_block"):
-            method = getattr(store, name)
-            setattr(store, name, lambda *args, _name=name, _method=method: calls.append(
-                (_name, args[0]) if _name in ("_send", "_run") else _name) or _method(*args))
-        assert store.create_otp(written) == (True, None, None)
-        assert calls == [("_send", "get_block"), ("_run", "insert_otp"), "_answer"]
-        calls.clear()
-        created, existing, block = store.create_otp(row(key=written.key))
-        assert calls == [("_send", "get_block"), ("_run", "insert_otp"), "_answer"]
-        assert not created and block is None and existing.send_count == 3 and existing.version == written.version
-        assert existing.expires_at == 0.0  # a refused IF NOT EXISTS answers no TTL
-    finally:
-        store.close()
+    store = open_store
+    written = row(send_count=3)
+    calls = []
+    for name in ("_send", "_run", "_answer", "get_otp", "get_block"):
+        method = getattr(store, name)
+        setattr(store, name, lambda *args, _name=name, _method=method: calls.append(
+            (_name, args[0]) if _name in ("_send", "_run") else _name) or _method(*args))
+    assert store.create_otp(written) == (True, None, None)
+    assert calls == [("_send", "get_block"), ("_run", "insert_otp"), "_answer"]
+    calls.clear()
+    created, existing, block = store.create_otp(row(key=written.key))
+    assert calls == [("_send", "get_block"), ("_run", "insert_otp"), "_answer"]
+    assert not created and block is None and existing.send_count == 3 and existing.version == written.version
+    assert existing.expires_at == 0.0  # a refused IF NOT EXISTS answers no TTL
 
 
-def test_a_create_whose_block_read_failed_reads_the_block_again_rather_than_answer_503(cassandra_target):
+def test_a_create_whose_block_read_failed_reads_the_block_again_rather_than_answer_503(open_store):
     """The INSERT is written whatever the block's read in flight beside it did: a failed read is read once more, so
     a send already counted is not answered 503."""
     from otp_service.adapters.store import BlockedRow
 
-    store = cassandra_target.new_store()
-    try:
-        store.open()
-        written = row()
-        store.block_key(BlockedRow("email", written.key, time.time(), time.time(), time.time() + 60))
-        answer = store._answer
-        failures = []
+    store = open_store
+    written = row()
+    store.block_key(BlockedRow("email", written.key, time.time(), time.time(), time.time() + 60))
+    answer = store._answer
+    failures = []
 
-        def failing_once(sent):
-            if not failures:
-                failures.append(sent[0])
-                raise StoreUnavailable("cassandra: get_block: OperationTimedOut")
-            return answer(sent)
+    def failing_once(sent):
+        if not failures:
+            failures.append(sent[0])
+            raise StoreUnavailable("cassandra: get_block: OperationTimedOut")
+        return answer(sent)
 
-        store._answer = failing_once
-        created, existing, block = store.create_otp(written)
-        assert failures == ["get_block"] and created and existing is None
-        assert block is not None and block == store.get_block("email", written.key)
-    finally:
-        store.close()
+    store._answer = failing_once
+    created, existing, block = store.create_otp(written)
+    assert failures == ["get_block"] and created and existing is None
+    assert block is not None and block == store.get_block("email", written.key)
 
 
 def test_a_forked_child_opens_its_own_session(cassandra_target):
@@ -329,39 +310,35 @@ def test_the_migrate_command_without_a_cluster_names_the_variable(monkeypatch, c
     assert "OTP_CASSANDRA_CONTACT_POINTS" in capsys.readouterr().err
 
 
-def test_a_counter_seen_full_is_refused_without_a_transaction_until_the_sighting_is_stale(cassandra_target):
+def test_a_counter_seen_full_is_refused_without_a_transaction_until_the_sighting_is_stale(open_store):
     """Past its limit, a client costs no lightweight transaction per request: the process refuses from the count it
     saw for full_trust_seconds, then asks Cassandra again; a release in this process is taken into account at once."""
     from otp_service.adapters.store import Counter, Taken
 
-    store = cassandra_target.new_store()
-    try:
-        store.open()
-        full = Counter(f"ip_send:{uuid.uuid4().hex}", float(int(time.time())), 3600, 2)
-        other = Counter(f"prefix_send:{uuid.uuid4().hex}", float(int(time.time())), 3600, 10)
-        assert store.take_counts([other, full]) == Taken(None, (1, 1))
-        assert store.take_counts([other, full]) == Taken(None, (2, 2))
-        refused = store.take_counts([other, full])  # found full, by a round trip
-        assert refused.refused == 1 and refused.counts[1] == 2
-        sent = []
-        execute_async = store._session.execute_async
-        store._session.execute_async = lambda *args: sent.append(args) or execute_async(*args)
-        refused = store.take_counts([other, full])
-        assert refused.refused == 1 and refused.counts[1] == 2
-        assert sent == []  # refused from the sighting
-        store.full_trust_seconds = 0.0  # the sighting is stale: Cassandra is asked again
-        refused = store.take_counts([other, full])
-        assert refused.refused == 1 and refused.counts[1] == 2 and sent
-        store.full_trust_seconds = 60.0
-        sent.clear()
-        store.release_counts([full])  # one given back here: the next take asks, and is taken
-        assert store.take_counts([full]) == Taken(None, (2,)) and sent
-        sent.clear()
-        # That take filled it: this process knows it is full, and refuses without asking.
-        assert store.take_counts([full]) == Taken(0, (2,)) and sent == []
-        assert store.take_counts([other]) == Taken(None, (3,))  # the other counter is not refused with it
-    finally:
-        store.close()
+    store = open_store
+    full = Counter(f"ip_send:{uuid.uuid4().hex}", float(int(time.time())), 3600, 2)
+    other = Counter(f"prefix_send:{uuid.uuid4().hex}", float(int(time.time())), 3600, 10)
+    assert store.take_counts([other, full]) == Taken(None, (1, 1))
+    assert store.take_counts([other, full]) == Taken(None, (2, 2))
+    refused = store.take_counts([other, full])  # found full, by a round trip
+    assert refused.refused == 1 and refused.counts[1] == 2
+    sent = []
+    execute_async = store._session.execute_async
+    store._session.execute_async = lambda *args: sent.append(args) or execute_async(*args)
+    refused = store.take_counts([other, full])
+    assert refused.refused == 1 and refused.counts[1] == 2
+    assert sent == []  # refused from the sighting
+    store.full_trust_seconds = 0.0  # the sighting is stale: Cassandra is asked again
+    refused = store.take_counts([other, full])
+    assert refused.refused == 1 and refused.counts[1] == 2 and sent
+    store.full_trust_seconds = 60.0
+    sent.clear()
+    store.release_counts([full])  # one given back here: the next take asks, and is taken
+    assert store.take_counts([full]) == Taken(None, (2,)) and sent
+    sent.clear()
+    # That take filled it: this process knows it is full, and refuses without asking.
+    assert store.take_counts([full]) == Taken(0, (2,)) and sent == []
+    assert store.take_counts([other]) == Taken(None, (3,))  # the other counter is not refused with it
 
 
 def test_a_migration_statement_refused_by_a_node_behind_on_the_schema_is_tried_again():
